@@ -1,0 +1,10 @@
+"""keras-l2t: Learning What and Where to Transfer (L2T-ww) in Keras 3.
+
+Importing the package registers every custom Keras object, so
+`keras.saving.load_model` works in a fresh process after `import keras_l2t`.
+"""
+
+from keras_l2t import backbones, data, initializers, layers, optimizers
+from keras_l2t.backbones import Backbone
+
+__version__ = "0.1.0"

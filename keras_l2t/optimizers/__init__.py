@@ -1,0 +1,4 @@
+"""Optimizers and schedules with the official code's (PyTorch) semantics."""
+
+from keras_l2t.optimizers.schedules import EpochCosineDecay
+from keras_l2t.optimizers.sgd import SGD, sgd_momentum_step

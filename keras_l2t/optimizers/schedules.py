@@ -1,0 +1,44 @@
+"""The official learning-rate schedule: per-epoch cosine annealing, stepped PyTorch-1.0 style."""
+
+import math
+
+import keras
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="keras_l2t")
+class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """Cosine annealing that changes once per epoch, as `CosineAnnealingLR(T_max=epochs)`.
+
+    Epoch e (0-based) uses `lr·(1 + cos(π·(e + offset)/epochs))/2`. The official
+    code calls `scheduler.step()` at the *start* of each epoch, so its offset is
+    1: the first value is skipped and the last epoch runs at 0 (method.md
+    §4.3). `offset=1` (default) reproduces it; `offset=0` is textbook cosine.
+
+    Args:
+        initial_learning_rate: Peak rate.
+        epochs: T_max, the number of epochs of the run.
+        steps_per_epoch: Optimizer steps per epoch (iterations → epoch).
+        offset: 1 for the official behaviour, 0 for plain cosine.
+    """
+
+    def __init__(self, initial_learning_rate, epochs, steps_per_epoch, offset=1):
+        if epochs <= 0 or steps_per_epoch <= 0:
+            raise ValueError("epochs and steps_per_epoch must be positive.")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.epochs = int(epochs)
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.offset = int(offset)
+
+    def __call__(self, step):
+        epoch = ops.floor_divide(ops.cast(step, "float32"), float(self.steps_per_epoch))
+        progress = ops.minimum(epoch + self.offset, float(self.epochs)) / float(self.epochs)
+        return self.initial_learning_rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
+
+    def get_config(self):
+        return {
+            "initial_learning_rate": self.initial_learning_rate,
+            "epochs": self.epochs,
+            "steps_per_epoch": self.steps_per_epoch,
+            "offset": self.offset,
+        }

@@ -1,0 +1,34 @@
+"""Packaging for keras-l2t: Learning What and Where to Transfer in Keras 3."""
+
+import setuptools
+
+setuptools.setup(
+    name="keras-l2t",
+    version="0.1.0",
+    description=(
+        "Keras 3 / TensorFlow implementation of L2T-ww: Learning What and "
+        "Where to Transfer (Jang et al., ICML 2019)."
+    ),
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["keras_l2t", "keras_l2t.*", "train", "train.*", "bench", "bench.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        # TensorFlow of the Keras 3 era (CPU works out of the box; GPU users
+        # add `tensorflow[and-cuda]`, see BUILD.md).
+        "tensorflow>=2.16",
+        "keras>=3.5",
+        # Pinned: tests seed tfds' download cache (private naming of 4.9.x).
+        "tensorflow-datasets==4.9.10",
+        "absl-py",
+        "tensorboard",
+        # Needed by real code paths that tfds does not declare:
+        "scipy",  # stanford_dogs reads train_list.mat / test_list.mat
+        "importlib_resources",  # tfds 4.9.x DatasetBuilder.code_path
+        "scikit-learn",  # the embedded `digits` dataset
+        "matplotlib",  # λ-matrix images and result charts
+    ],
+    extras_require={
+        "test": ["pytest", "dill"],
+    },
+)

@@ -1,0 +1,68 @@
+"""PyTorch-semantics SGD (pure rule and Keras optimizer) and the official cosine schedule."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_l2t import optimizers
+
+
+def _torch_sgd_reference(theta, grads_per_step, lrs, momentum, weight_decay):
+    """torch.optim.SGD (dampening 0, no Nesterov), written out in NumPy."""
+    theta = np.array(theta, dtype=np.float64)
+    buffer = None
+    for grad, lr in zip(grads_per_step, lrs):
+        d = np.asarray(grad, dtype=np.float64) + weight_decay * theta
+        buffer = d.copy() if buffer is None else momentum * buffer + d
+        theta = theta - lr * buffer
+    return theta, buffer
+
+
+def test_pure_rule_by_hand():
+    # θ=1, g=0.5, wd=0.1, μ=0.9, lr=0.1: d=0.6, v=0.6, θ=0.94.
+    # Second step, g=None (a parameter without gradient): d=0.094, v=0.634, θ=0.8766.
+    params, buffers = [tf.constant(1.0, tf.float64)], [tf.constant(0.0, tf.float64)]
+    params, buffers = optimizers.sgd_momentum_step(params, [tf.constant(0.5, tf.float64)], buffers, 0.1, 0.9, 0.1)
+    assert float(params[0]) == pytest.approx(0.94) and float(buffers[0]) == pytest.approx(0.6)
+    params, buffers = optimizers.sgd_momentum_step(params, [None], buffers, 0.1, 0.9, 0.1)
+    assert float(buffers[0]) == pytest.approx(0.634)
+    assert float(params[0]) == pytest.approx(0.8766)
+
+
+def test_keras_optimizer_matches_torch_with_changing_learning_rate():
+    theta0 = np.array([0.5, -1.0, 2.0])
+    grads = [np.array([0.1, 0.2, -0.3]), np.zeros(3), np.array([-1.0, 0.5, 0.25])]
+    lrs = [0.5, 0.25, 0.125]  # exact in float32: the schedule runs in float32
+    var = keras.Variable(theta0, dtype="float64")
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay([0, 1], lrs)
+    optimizer = optimizers.SGD(schedule, momentum=0.9, weight_decay=1e-2)
+    for grad in grads:
+        optimizer.apply_gradients([(tf.constant(grad), var)])
+    expected_theta, expected_buffer = _torch_sgd_reference(theta0, grads, lrs, 0.9, 1e-2)
+    np.testing.assert_allclose(var.numpy(), expected_theta, rtol=1e-12)
+    np.testing.assert_allclose(optimizer.momentum_buffers[0].numpy(), expected_buffer, rtol=1e-12)
+
+
+def test_optimizer_config_round_trip():
+    optimizer = optimizers.SGD(
+        optimizers.EpochCosineDecay(0.1, epochs=5, steps_per_epoch=3), momentum=0.8, weight_decay=5e-4
+    )
+    restored = optimizers.SGD.from_config(optimizer.get_config())
+    assert restored.momentum == 0.8 and restored.coupled_weight_decay == 5e-4
+    assert restored.weight_decay is None  # no decoupled Keras decay on top
+    with pytest.raises(ValueError):
+        optimizers.SGD(0.1, weight_decay=-1.0)
+
+
+def test_official_schedule_values():
+    schedule = optimizers.EpochCosineDecay(0.1, epochs=200, steps_per_epoch=169)
+    # method.md §4.3: 0.099994 at epoch 0, 0.05 at epoch 99, 0 at epoch 199.
+    assert float(schedule(0)) == pytest.approx(0.05 * (1 + math.cos(math.pi / 200)), rel=1e-6)
+    assert float(schedule(168)) == float(schedule(0))
+    assert float(schedule(99 * 169)) == pytest.approx(0.05, abs=1e-7)
+    assert float(schedule(199 * 169 + 5)) == pytest.approx(0.0, abs=1e-7)
+    plain = optimizers.EpochCosineDecay(0.1, epochs=200, steps_per_epoch=169, offset=0)
+    assert float(plain(0)) == pytest.approx(0.1)
