@@ -23,6 +23,8 @@ class Backbone(keras.Model):
     Args:
         network: A functional `keras.Model` whose outputs are
             `[logits, tap_0, ..., tap_{n-1}]`, taps in network order.
+        transfer_taps: Indices of the taps that pair specifications such as
+            "all" draw from (e.g. the stage outputs); default: every tap.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Call arguments:
@@ -38,7 +40,7 @@ class Backbone(keras.Model):
     ```
     """
 
-    def __init__(self, network, **kwargs):
+    def __init__(self, network, transfer_taps=None, **kwargs):
         super().__init__(**kwargs)
         if len(network.outputs) < 2:
             raise ValueError(
@@ -46,6 +48,10 @@ class Backbone(keras.Model):
                 f"{len(network.outputs)} output(s)."
             )
         self.network = network
+        num_taps = len(network.outputs) - 1
+        self.transfer_taps = tuple(range(num_taps)) if transfer_taps is None else tuple(int(t) for t in transfer_taps)
+        if not self.transfer_taps or any(t < 0 or t >= num_taps for t in self.transfer_taps):
+            raise ValueError(f"transfer_taps {self.transfer_taps} must be non-empty indices below {num_taps}.")
         self.built = True  # the functional network is built already
 
     @classmethod
@@ -93,6 +99,7 @@ class Backbone(keras.Model):
     def get_config(self):
         config = super().get_config()
         config["network"] = keras.saving.serialize_keras_object(self.network)
+        config["transfer_taps"] = list(self.transfer_taps)
         return config
 
     @classmethod

@@ -89,7 +89,8 @@ def _imagenet_resnet(name, blocks_per_stage, num_classes, width, input_shape):
         taps.append(x)
     logits = _classifier(x, num_classes, x.shape[-1])
     network = keras.Model(inputs, [logits] + taps, name=f"{name}_network")
-    return Backbone(network, name=name)
+    # The official pairs use the four stage outputs, never the stem (method.md §1.1).
+    return Backbone(network, transfer_taps=(1, 2, 3, 4), name=name)
 
 
 def resnet18(num_classes=1000, width=1.0, input_shape=(224, 224, 3), name="resnet18"):
@@ -134,4 +135,5 @@ def resnet32(num_classes=200, width=1.0, input_shape=(32, 32, 3), name="resnet32
             taps.append(x)
     logits = _classifier(x, num_classes, x.shape[-1])
     network = keras.Model(inputs, [logits] + taps, name=f"{name}_network")
-    return Backbone(network, name=name)
+    # The official pairs use the last block of each stage (method.md §1.2).
+    return Backbone(network, transfer_taps=(4, 9, 14), name=name)

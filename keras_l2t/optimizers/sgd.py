@@ -70,8 +70,12 @@ class SGD(keras.optimizers.Optimizer):
             self.add_variable_from_reference(variable, "momentum_buffer") for variable in variables
         ]
 
+    def momentum_buffer(self, variable):
+        """The momentum buffer of `variable` (the optimizer must be built)."""
+        return self.momentum_buffers[self._get_variable_index(variable)]
+
     def update_step(self, gradient, variable, learning_rate):
-        buffer = self.momentum_buffers[self._get_variable_index(variable)]
+        buffer = self.momentum_buffer(variable)
         dtype = variable.dtype
         (new_value,), (new_buffer,) = sgd_momentum_step(
             [ops.cast(variable, dtype)],

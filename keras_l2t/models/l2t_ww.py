@@ -1,0 +1,419 @@
+"""`L2TWW`: learning what and where to transfer, as a `keras.Model` that `fit` drives.
+
+One `train_step` (method.md §4.1) on a batch (x, y):
+
+1. Source features (frozen source, inference mode), their per-pair resized
+   maps and global-average pools are computed once; the meta-networks' outputs
+   w (what) and λ (where) once from the pools.
+2. Real step of θ = target + regressors on CE + Σ_pairs β·L^{m,n}(w, λ), with
+   PyTorch-semantics SGD; BatchNorm statistics are committed from this step only.
+3. Look-ahead from the new θ: T matching-only SGD steps and one CE step, run
+   functionally (`stateless_call` on tensors, never `assign`), then the outer
+   loss CE(f_{θ_{T+1}}(x), y). Its gradient with respect to φ (nested
+   `tf.GradientTape`s: exact second order) feeds one meta-optimizer step. The
+   look-ahead tensors are dropped: θ keeps only the real step (the official
+   rollback).
+
+Modes: "l2t_ww" (learned w and λ), "l2t_w" (learned w, λ = 1), "fm"
+(unweighted feature matching, no meta-networks, no look-ahead).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+from keras import ops
+
+from keras_l2t import losses
+from keras_l2t import pairs as pairs_lib
+from keras_l2t.backbones.backbone import Backbone
+from keras_l2t.layers.feature_matching import FeatureMatching, resize_to
+from keras_l2t.layers.meta_networks import ChannelWeightNetwork, PairWeightNetwork
+from keras_l2t.optimizers.adam import AdamL2
+from keras_l2t.optimizers.sgd import SGD, sgd_momentum_step
+
+TRANSFER_MODES = ("l2t_ww", "l2t_w", "fm")
+
+
+@keras.saving.register_keras_serializable(package="keras_l2t")
+class L2TWW(keras.Model):
+    """Transfers from a frozen source `Backbone` to a target `Backbone` (Jang et al., ICML 2019).
+
+    `call` returns the target's logits, so `evaluate`, `predict` and export
+    behave as for the target alone.
+
+    Args:
+        source: Pretrained source `Backbone`; frozen (never trained).
+        target: Target `Backbone` to train.
+        pairs: Pair spec (`keras_l2t.pairs.parse_pairs`): "all" (default),
+            "one_to_one", "single", "m-n,..." or a sequence of (m, n).
+        mode: "l2t_ww", "l2t_w" (λ fixed at 1) or "fm" (unweighted matching).
+        beta: Matching weight β (0.5).
+        inner_steps: T, look-ahead matching steps (2).
+        first_order: Drop the Hessian-in-θ chain between look-ahead steps
+            (keeps ∂g_t/∂φ); cheaper, approximate.
+        meta_every: Meta-update every k-th step (1: every step, as official).
+        pair_weight_activation: "relu6" (official), "relu" or "relu_avg".
+        pair_weight_init: Initial bias of the where-nets (1.0).
+
+    Example:
+    ```python
+    model = keras_l2t.L2TWW(source, target, pairs="all")
+    model.compile(optimizer=keras_l2t.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-4),
+                  meta_optimizer=keras_l2t.optimizers.AdamL2(1e-4, weight_decay=1e-4))
+    model.fit(train_ds, validation_data=val_ds, epochs=200)
+    ```
+    """
+
+    def __init__(
+        self,
+        source,
+        target,
+        pairs="all",
+        mode="l2t_ww",
+        beta=0.5,
+        inner_steps=2,
+        first_order=False,
+        meta_every=1,
+        pair_weight_activation="relu6",
+        pair_weight_init=1.0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if not isinstance(source, Backbone) or not isinstance(target, Backbone):
+            raise TypeError("source and target must be keras_l2t Backbones (see Backbone.from_keras_model).")
+        if mode not in TRANSFER_MODES:
+            raise ValueError(f"mode must be one of {TRANSFER_MODES}, got {mode!r}.")
+        if inner_steps < 0 or meta_every < 1 or beta < 0:
+            raise ValueError("inner_steps must be >= 0, meta_every >= 1 and beta >= 0.")
+        source_hw, target_hw = source.image_shape[:2], target.image_shape[:2]
+        if None not in source_hw + target_hw and source_hw != target_hw:
+            raise ValueError(
+                f"Source input {source.image_shape} and target input {target.image_shape} differ: both "
+                "networks see the same images, build them for the same input size."
+            )
+        self.source = source
+        self.source.trainable = False
+        self.target = target
+        self.pairs = pairs_lib.parse_pairs(pairs, source, target)
+        self.mode = mode
+        self.beta = float(beta)
+        self.inner_steps = int(inner_steps)
+        self.first_order = bool(first_order)
+        self.meta_every = int(meta_every)
+        self.pair_weight_activation = pair_weight_activation
+        self.pair_weight_init = float(pair_weight_init)
+
+        source_channels, target_channels = source.feature_channels, target.feature_channels
+        self.matchers = []
+        self.channel_weight_nets = []
+        self.pair_weight_nets = []
+        for m, n in self.pairs:
+            matcher = FeatureMatching(source_channels[m], target_channels[n], name=f"matching_{m}_{n}")
+            matcher.build()
+            self.matchers.append(matcher)
+            if mode in ("l2t_ww", "l2t_w"):
+                what = ChannelWeightNetwork(source_channels[m], name=f"what_{m}_{n}")
+                what.build((None, source_channels[m]))
+                self.channel_weight_nets.append(what)
+            if mode == "l2t_ww":
+                where = PairWeightNetwork(
+                    source_channels[m], pair_weight_activation, pair_weight_init, name=f"where_{m}_{n}"
+                )
+                where.build((None, source_channels[m]))
+                self.pair_weight_nets.append(where)
+
+        self.ce_tracker = keras.metrics.Mean(name="ce")
+        self.matching_tracker = keras.metrics.Mean(name="matching")
+        self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
+        self.entropy_tracker = keras.metrics.Mean(name="channel_weight_entropy")
+        self.pair_weight_trackers = [keras.metrics.Mean(name=f"lambda_{m}_{n}") for m, n in self.pairs]
+        self.meta_optimizer = None
+        self.built = True
+
+    # ------------------------------------------------------------------ API
+
+    def call(self, inputs, training=None):
+        return self.target(inputs, training=training)
+
+    @property
+    def uses_meta_learning(self):
+        """Whether there are meta-networks (and so a look-ahead and a meta step)."""
+        return self.mode != "fm"
+
+    @property
+    def theta_variables(self):
+        """θ: the target's trainable variables, then the regressors' (pair order)."""
+        return list(self.target.trainable_variables) + [
+            v for matcher in self.matchers for v in matcher.trainable_variables
+        ]
+
+    @property
+    def meta_variables(self):
+        """φ, ordered by pair: what-net kernel, bias, then where-net kernel, bias."""
+        variables = []
+        for p in range(len(self.pairs)):
+            if self.channel_weight_nets:
+                variables += self.channel_weight_nets[p].trainable_variables
+            if self.pair_weight_nets:
+                variables += self.pair_weight_nets[p].trainable_variables
+        return variables
+
+    def compile(self, optimizer=None, meta_optimizer=None, loss=None, metrics=None, jit_compile=False, **kwargs):
+        """Configures training.
+
+        Args:
+            optimizer: θ's optimizer; must be `keras_l2t.optimizers.SGD` (the
+                look-ahead reproduces its rule). Default: SGD(0.1, 0.9, 1e-4).
+            meta_optimizer: φ's optimizer. Default: AdamL2(1e-4, wd 1e-4).
+            loss: Loss for `evaluate` (default: sparse CE from logits).
+            metrics: Metrics (default: accuracy).
+            jit_compile: XLA for the steps (default False: slower on CPU, method.md §4.8).
+            **kwargs: Passed to `keras.Model.compile`.
+        """
+        optimizer = SGD(0.1, momentum=0.9, weight_decay=1e-4) if optimizer is None else optimizer
+        if not isinstance(optimizer, SGD):
+            raise TypeError(
+                "L2TWW needs keras_l2t.optimizers.SGD for θ: the look-ahead reproduces its "
+                f"update rule and reads its momentum buffers (got {type(optimizer).__name__})."
+            )
+        if meta_optimizer is None and self.uses_meta_learning:
+            meta_optimizer = AdamL2(1e-4, weight_decay=1e-4)
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        if metrics is None:
+            metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, jit_compile=jit_compile, **kwargs)
+        self.meta_optimizer = meta_optimizer
+        # Built now with the right variables, so that saving and BackupAndRestore
+        # find both optimizers' slots before the first step (keras#19389).
+        self.optimizer.build(self.theta_variables)
+        if self.meta_optimizer is not None:
+            self.meta_optimizer.build(self.meta_variables)
+
+    def get_compile_config(self):
+        config = super().get_compile_config() or {}
+        config["meta_optimizer"] = keras.saving.serialize_keras_object(self.meta_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+
+    def transfer_weights(self, x):
+        """Meta-network outputs on images x: {"pairs", "channel_weights", "pair_weights"} (lists per pair)."""
+        statistics = self._source_statistics(x)
+        channel_weights, pair_weights = self._meta_outputs(statistics)
+        return {"pairs": self.pairs, "channel_weights": channel_weights, "pair_weights": pair_weights}
+
+    def meta_objective(self, x, y):
+        """Outer loss CE(f_{θ_{T+1}}(x), y) after the look-ahead from the current state; changes no state."""
+        return self._meta_objective_and_gradients(x, y, with_gradients=False)[0]
+
+    def meta_gradients(self, x, y):
+        """d meta_objective / d meta_variables (list, same order); changes no state."""
+        return self._meta_objective_and_gradients(x, y, with_gradients=True)[1]
+
+    # ------------------------------------------------------------ internals
+
+    def _source_statistics(self, x):
+        """Per-pair source maps resized to their target tap, and per-pair pooled sources."""
+        _, features = self.source(x, training=False, return_features=True)
+        features = [ops.stop_gradient(f) for f in features]
+        target_shapes = self.target.feature_shapes
+        maps, pooled = [], []
+        for m, n in self.pairs:
+            maps.append(resize_to(features[m], target_shapes[n][0], target_shapes[n][1]))
+            pooled.append(ops.mean(features[m], axis=(1, 2)))
+        return {"maps": maps, "pooled": pooled}
+
+    def _meta_outputs(self, statistics):
+        """(channel weights per pair or None, pair weights per pair or None)."""
+        pooled = statistics["pooled"]
+        channel_weights = [net(pooled[p]) for p, net in enumerate(self.channel_weight_nets)] or None
+        pair_weights = [net(pooled[p]) for p, net in enumerate(self.pair_weight_nets)] or None
+        return channel_weights, pair_weights
+
+    def _forward(self, theta, non_trainable, x, statistics, channel_weights, pair_weights, with_matching):
+        """Functional target + regressors at θ = `theta`: (logits, matching loss, new non-trainables)."""
+        num_target = len(self.target.trainable_variables)
+        (logits, features), new_non_trainable = self.target.stateless_call(
+            theta[:num_target], non_trainable, x, training=True, return_features=True
+        )
+        matching = 0.0
+        if with_matching:
+            offset = num_target
+            for p, (matcher, (_, n)) in enumerate(zip(self.matchers, self.pairs)):
+                size = len(matcher.trainable_variables)
+                diffs, _ = matcher.stateless_call(theta[offset : offset + size], [], statistics["maps"][p], features[n])
+                offset += size
+                matching += losses.weighted_matching_loss(
+                    diffs,
+                    self.beta,
+                    None if channel_weights is None else channel_weights[p],
+                    None if pair_weights is None else pair_weights[p],
+                )
+        return logits, matching, new_non_trainable
+
+    def _sgd_step(self, theta, grads, buffers, learning_rate):
+        optimizer = self.optimizer
+        return sgd_momentum_step(
+            theta, grads, buffers, learning_rate, optimizer.momentum, optimizer.coupled_weight_decay
+        )
+
+    def _look_ahead_objective(self, x, y, statistics, theta, buffers, non_trainable, learning_rate):
+        """CE after T matching-only steps and one CE step from (θ, buffers); differentiable in φ.
+
+        Must run under the caller's tape: each inner tape's gradient is itself
+        recorded, which is what makes the meta-gradient second order.
+        """
+        channel_weights, pair_weights = self._meta_outputs(statistics)
+
+        def inner_step(theta, buffers, with_matching):
+            evaluated_at = [ops.stop_gradient(t) for t in theta] if self.first_order else theta
+            with tf.GradientTape() as inner_tape:
+                inner_tape.watch(evaluated_at)
+                logits, matching, _ = self._forward(
+                    evaluated_at, non_trainable, x, statistics, channel_weights, pair_weights, with_matching
+                )
+                inner_loss = matching if with_matching else losses.cross_entropy(y, logits)
+            grads = inner_tape.gradient(inner_loss, evaluated_at)
+            return self._sgd_step(theta, grads, buffers, learning_rate)
+
+        for _ in range(self.inner_steps):
+            theta, buffers = inner_step(theta, buffers, with_matching=True)
+        theta, buffers = inner_step(theta, buffers, with_matching=False)
+        logits, _, _ = self._forward(theta, non_trainable, x, statistics, None, None, with_matching=False)
+        return losses.cross_entropy(y, logits)
+
+    def _current_state(self):
+        theta = [tf.convert_to_tensor(v) for v in self.theta_variables]
+        buffers = [tf.convert_to_tensor(self.optimizer.momentum_buffer(v)) for v in self.theta_variables]
+        non_trainable = [tf.convert_to_tensor(v) for v in self.target.non_trainable_variables]
+        return theta, buffers, non_trainable
+
+    def _meta_objective_and_gradients(self, x, y, with_gradients, statistics=None, learning_rate=None):
+        if not self.uses_meta_learning:
+            raise ValueError("mode='fm' has no meta-networks and no meta-objective.")
+        if self.optimizer is None:
+            raise ValueError("Call compile() first: the look-ahead uses the optimizer's rule and state.")
+        statistics = self._source_statistics(x) if statistics is None else statistics
+        learning_rate = self.optimizer.learning_rate if learning_rate is None else learning_rate
+        theta, buffers, non_trainable = self._current_state()
+        with tf.GradientTape() as meta_tape:
+            objective = self._look_ahead_objective(
+                x, y, statistics, theta, buffers, non_trainable, ops.cast(learning_rate, theta[0].dtype)
+            )
+        if not with_gradients:
+            return objective, None
+        return objective, meta_tape.gradient(objective, self.meta_variables)
+
+    def _meta_update(self, x, y, statistics, learning_rate):
+        objective, grads = self._meta_objective_and_gradients(x, y, True, statistics, learning_rate)
+        self.meta_optimizer.apply(grads, self.meta_variables)
+        self.meta_loss_tracker.update_state(objective)
+        return objective
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        statistics = self._source_statistics(x)
+        channel_weights, pair_weights = self._meta_outputs(statistics)
+        if channel_weights is not None:
+            channel_weights = [ops.stop_gradient(w) for w in channel_weights]
+        if pair_weights is not None:
+            pair_weights = [ops.stop_gradient(w) for w in pair_weights]
+
+        # 1. The real step of θ: the only update θ and the BN statistics keep.
+        learning_rate = self.optimizer.learning_rate
+        theta, _, non_trainable = self._current_state()
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            logits, matching, new_non_trainable = self._forward(
+                theta, non_trainable, x, statistics, channel_weights, pair_weights, with_matching=True
+            )
+            ce = losses.cross_entropy(y, logits)
+            loss = ce + matching
+            scaled_loss = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled_loss, theta)
+        self.optimizer.apply(grads, self.theta_variables)
+        for variable, value in zip(self.target.non_trainable_variables, new_non_trainable):
+            variable.assign(value)
+
+        # 2. The meta step on φ, through the look-ahead from the updated θ.
+        if self.uses_meta_learning:
+            if self.meta_every == 1:
+                self._meta_update(x, y, statistics, learning_rate)
+            else:
+                step = self.optimizer.iterations - 1
+                tf.cond(
+                    tf.equal(step % self.meta_every, 0),
+                    lambda: self._meta_update(x, y, statistics, learning_rate),
+                    lambda: tf.constant(0.0, ce.dtype),
+                )
+
+        batch_size = ops.shape(y)[0]
+        self._loss_tracker.update_state(loss, sample_weight=batch_size)
+        self.ce_tracker.update_state(ce, sample_weight=batch_size)
+        self.matching_tracker.update_state(matching, sample_weight=batch_size)
+        if channel_weights is not None:
+            entropies = [
+                -ops.mean(ops.sum(w * ops.log(w + 1e-12), axis=-1)) / math.log(max(int(w.shape[-1]), 2))
+                for w in channel_weights
+            ]
+            self.entropy_tracker.update_state(ops.mean(ops.stack(entropies)))
+        if pair_weights is not None:
+            for tracker, weights in zip(self.pair_weight_trackers, pair_weights):
+                tracker.update_state(ops.mean(weights))
+        return self.compute_metrics(x, y, logits, sample_weight=sample_weight)
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        training_only = {t.name for t in self._training_trackers()}
+        return {name: value for name, value in logs.items() if name not in training_only}
+
+    def _training_trackers(self):
+        return [
+            self.ce_tracker,
+            self.matching_tracker,
+            self.meta_loss_tracker,
+            self.entropy_tracker,
+            *self.pair_weight_trackers,
+        ]
+
+    @property
+    def metrics(self):
+        """Trackers shown in the logs: loss, ce, matching, accuracy, and the meta ones in use."""
+        shown = list(super().metrics)
+        hidden = set()
+        if not self.uses_meta_learning:
+            hidden.update(id(t) for t in [self.meta_loss_tracker, self.entropy_tracker])
+        if not self.pair_weight_nets:
+            hidden.update(id(t) for t in self.pair_weight_trackers)
+        return [m for m in shown if id(m) not in hidden]
+
+    # ---------------------------------------------------------------- config
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "source": keras.saving.serialize_keras_object(self.source),
+                "target": keras.saving.serialize_keras_object(self.target),
+                "pairs": [list(p) for p in self.pairs],
+                "mode": self.mode,
+                "beta": self.beta,
+                "inner_steps": self.inner_steps,
+                "first_order": self.first_order,
+                "meta_every": self.meta_every,
+                "pair_weight_activation": self.pair_weight_activation,
+                "pair_weight_init": self.pair_weight_init,
+            }
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["source"] = keras.saving.deserialize_keras_object(config["source"])
+        config["target"] = keras.saving.deserialize_keras_object(config["target"])
+        return cls(**config)

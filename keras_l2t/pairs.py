@@ -1,0 +1,72 @@
+"""Pair specifications: which (source tap m, target tap n) pairs transfer knowledge.
+
+Specs (over each backbone's `transfer_taps`):
+- "all": every source tap × every target tap (the L2T-ww default; 16 pairs
+  for ResNet-34 → ResNet-18, 15 for ResNet-32 → VGG-9-BN);
+- "one_to_one": each source tap with the target tap of the nearest spatial
+  size (ties: the deeper one); (m, m) for m = 1..4 at 224;
+- "single": the deepest one-to-one pair ((4, 4) at 224);
+- explicit "m-n,m-n,...": any taps, validated against both backbones.
+"""
+
+import math
+
+PAIR_SPECS = ("all", "one_to_one", "single")
+
+
+def _nearest_target_tap(source_size, target_taps, target_sizes):
+    def distance(n):
+        return (abs(math.log2(target_sizes[n] / source_size)), -n)
+
+    return min(target_taps, key=distance)
+
+
+def parse_pairs(spec, source, target):
+    """Resolves a pair spec to a tuple of (m, n) tap-index pairs.
+
+    Args:
+        spec: "all", "one_to_one", "single", "m-n,..." or a sequence of (m, n).
+        source: The source `Backbone`.
+        target: The target `Backbone`.
+
+    Raises:
+        ValueError: on malformed specs or tap indices out of range, naming the
+            valid indices.
+    """
+    source_sizes = [shape[0] for shape in source.feature_shapes]
+    target_sizes = [shape[0] for shape in target.feature_shapes]
+    if isinstance(spec, str) and spec in PAIR_SPECS:
+        if spec == "all":
+            return tuple((m, n) for m in source.transfer_taps for n in target.transfer_taps)
+        one_to_one = tuple(
+            (m, _nearest_target_tap(source_sizes[m], target.transfer_taps, target_sizes))
+            for m in source.transfer_taps
+        )
+        return one_to_one if spec == "one_to_one" else one_to_one[-1:]
+    if isinstance(spec, str):
+        pairs = []
+        for item in spec.replace(" ", "").split(","):
+            parts = item.split("-")
+            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+                raise ValueError(
+                    f"Malformed pair {item!r} in {spec!r}: use 'm-n' (source tap m, target tap n) "
+                    f"separated by commas, or one of {PAIR_SPECS}."
+                )
+            pairs.append((int(parts[0]), int(parts[1])))
+    else:
+        pairs = [tuple(int(i) for i in pair) for pair in spec]
+    if not pairs:
+        raise ValueError("At least one pair is needed.")
+    for m, n in pairs:
+        if not 0 <= m < len(source_sizes):
+            raise ValueError(f"Source tap {m} out of range: {source.name} has taps 0..{len(source_sizes) - 1}.")
+        if not 0 <= n < len(target_sizes):
+            raise ValueError(f"Target tap {n} out of range: {target.name} has taps 0..{len(target_sizes) - 1}.")
+    if len(set(pairs)) != len(pairs):
+        raise ValueError(f"Duplicate pairs in {spec!r}.")
+    return tuple(pairs)
+
+
+def format_pairs(pairs):
+    """The "m-n,..." string of a tuple of pairs."""
+    return ",".join(f"{m}-{n}" for m, n in pairs)
