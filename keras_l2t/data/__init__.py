@@ -1,0 +1,21 @@
+"""Datasets of the L2T-ww experiments as tf.data pipelines (method.md §4.4, §8).
+
+`load_dataset(name, ...)` returns a `DatasetSplits` with batched, normalised
+train / val / test sets. Modules: `preprocessing` (image transforms), `splits`
+(validation / subset masks, the official Stanford Dogs split), `availability`
+(TFDS preparation that fails fast offline), `sources` (where examples come from),
+`pipeline` (tf.data assembly) and `datasets` (the registry and `load_dataset`).
+"""
+
+from keras_l2t.data.availability import DatasetNotFoundError
+from keras_l2t.data.datasets import DATASET_NAMES, DatasetSplits, load_dataset
+from keras_l2t.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+
+__all__ = [
+    "DATASET_NAMES",
+    "DatasetNotFoundError",
+    "DatasetSplits",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "load_dataset",
+]

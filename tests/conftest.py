@@ -1,0 +1,18 @@
+"""Shared pytest fixtures."""
+
+import pytest
+
+from tests.fake_stanford_dogs import prepare_fake_stanford_dogs
+
+
+@pytest.fixture(scope="session")
+def fake_dogs_data_dir(tmp_path_factory):
+    """A TFDS data dir where the real `stanford_dogs` builder was run on fake archives.
+
+    3 classes have files (100 train + 2 test each, see tests/fake_stanford_dogs.py);
+    built once per session. Use as `load_dataset("stanford_dogs", data_dir=...,
+    download=False)` or `--data_dir=...` for train.main.
+    """
+    return prepare_fake_stanford_dogs(
+        tmp_path_factory.mktemp("tfds_data"), tmp_path_factory.mktemp("fake_dogs_archives")
+    )

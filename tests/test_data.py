@@ -1,0 +1,469 @@
+"""Tests of keras_l2t.data: splits, preprocessing, the dataset loaders, fast failure.
+
+Everything runs offline. Stanford Dogs goes through the REAL tfds builder, run once
+per session on generated archives (`fake_dogs_data_dir` in conftest.py).
+"""
+
+import collections
+import os
+import socket
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_l2t.data import (
+    DATASET_NAMES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DatasetNotFoundError,
+    DatasetSplits,
+    load_dataset,
+)
+from keras_l2t.data import availability, preprocessing, sources, splits
+from tests import fake_stanford_dogs as fake_dogs
+
+PRESENT_DOG_CLASSES = 3  # conftest's fixture: classes 0..2 have 100 train + 2 test files.
+
+
+def _unbatch(dataset):
+    """All (images, labels) of a batched dataset as two numpy arrays."""
+    images, labels = [], []
+    for image_batch, label_batch in dataset:
+        images.append(image_batch.numpy())
+        labels.append(label_batch.numpy())
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _to_uint8(images):
+    """Undo ImageNet normalisation: float images -> uint8 pixel values."""
+    pixels = (images * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)) * 255.0
+    return np.round(pixels).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- splits
+
+
+def test_official_dogs_offsets_table_is_120_classes_of_10_distinct_offsets():
+    table = splits.STANFORD_DOGS_VAL_OFFSETS
+    assert sorted(table) == list(range(120))
+    for offsets in table.values():
+        assert len(offsets) == 10 and len(set(offsets)) == 10
+        assert all(0 <= o < 100 for o in offsets)
+        assert list(offsets) == sorted(offsets)
+    # Rows copied from method.md Appendix A.
+    assert table[0] == (3, 15, 22, 32, 38, 45, 63, 78, 83, 89)
+    assert table[57] == (6, 14, 17, 18, 24, 32, 68, 89, 93, 99)
+    assert table[119] == (7, 14, 17, 23, 26, 30, 31, 53, 60, 82)
+
+
+def test_class_balanced_split_counts_seeding_and_edge_cases():
+    labels = np.repeat([0, 1, 2, 3, 4], [10, 50, 3, 1, 2])
+    mask = splits.class_balanced_split(labels, 0.1, seed=0)
+    counts = np.bincount(labels[mask], minlength=5)
+    # round(0.1 n) half up, at least 1 for classes of >= 2, never the whole class.
+    np.testing.assert_array_equal(counts, [1, 5, 1, 0, 1])
+    np.testing.assert_array_equal(mask, splits.class_balanced_split(labels, 0.1, seed=0))
+    many = np.repeat(np.arange(4), 100)
+    assert not np.array_equal(
+        splits.class_balanced_split(many, 0.1, seed=0), splits.class_balanced_split(many, 0.1, seed=1)
+    )
+    assert not splits.class_balanced_split(labels, 0.0).any()
+    with pytest.raises(ValueError):
+        splits.class_balanced_split(labels, 1.0)
+
+
+def test_examples_per_class_mask_and_class_subset():
+    labels = np.repeat([0, 1, 2], [10, 3, 6])
+    mask = splits.examples_per_class_mask(labels, 4, seed=3)
+    np.testing.assert_array_equal(np.bincount(labels[mask]), [4, 3, 4])
+    np.testing.assert_array_equal(mask, splits.examples_per_class_mask(labels, 4, seed=3))
+    new_labels = splits.class_subset(labels, [2, 0], num_classes=3)
+    np.testing.assert_array_equal(new_labels[labels == 2], 0)
+    np.testing.assert_array_equal(new_labels[labels == 0], 1)
+    np.testing.assert_array_equal(new_labels[labels == 1], -1)
+    for bad in ([], [0, 0], [3]):
+        with pytest.raises(ValueError):
+            splits.class_subset(labels, bad, num_classes=3)
+
+
+def test_official_val_mask_sorts_basenames_as_strings():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 7], [100, 20])  # class 7 has fewer files than the offsets need
+    names = [f"Images/c{c}/n0{c}_{j}.jpg" for c, n in ((0, 100), (7, 20)) for j in range(n)]
+    order = rng.permutation(len(labels))
+    labels, names = labels[order], [names[i] for i in order]
+    mask = splits.stanford_dogs_official_val_mask(labels, [n.encode() for n in names])
+    picked = {os.path.basename(names[i]) for i in np.flatnonzero(mask)}
+    expected = set()
+    for c, n in ((0, 100), (7, 20)):
+        ordered = sorted(f"n0{c}_{j}.jpg" for j in range(n))
+        expected |= {ordered[o] for o in splits.STANFORD_DOGS_VAL_OFFSETS[c] if o < n}
+    assert picked == expected
+    assert mask.sum() == 10 + sum(o < 20 for o in splits.STANFORD_DOGS_VAL_OFFSETS[7])
+    assert "n00_10.jpg" in sorted(f"n00_{j}.jpg" for j in range(100))[:3]  # string order
+
+
+# ------------------------------------------------------------------------ preprocessing
+
+
+def test_normalize_constant_image_matches_hand_computed_values():
+    image = tf.fill([4, 5, 3], tf.constant(128, tf.uint8))
+    expected = [(128 / 255 - m) / s for m, s in zip(IMAGENET_MEAN, IMAGENET_STD)]
+    out = preprocessing.normalize(image).numpy()
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, np.broadcast_to(expected, (4, 5, 3)), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(300, 500, 3), (500, 300, 3)])
+def test_imagenet_transforms_shapes_ranges_and_seeding(shape):
+    image = tf.random.stateless_uniform(shape, seed=[1, 2], maxval=256, dtype=tf.int32)
+    image = tf.cast(image, tf.uint8)
+    evaluated = preprocessing.imagenet_eval(image, 224)
+    assert evaluated.shape == (224, 224, 3) and evaluated.dtype == tf.float32
+    constant = preprocessing.imagenet_eval(tf.fill(shape, tf.constant(77, tf.uint8)), 224).numpy()
+    np.testing.assert_allclose(constant, 77.0, atol=1e-3)
+    seed = tf.constant([5, 6], tf.int64)
+    augmented = preprocessing.imagenet_train(image, 224, seed)
+    assert augmented.shape == (224, 224, 3)
+    values = augmented.numpy()
+    assert values.min() >= 0 and values.max() <= 255
+    np.testing.assert_array_equal(values, preprocessing.imagenet_train(image, 224, seed).numpy())
+    other = preprocessing.imagenet_train(image, 224, tf.constant([7, 8], tf.int64)).numpy()
+    assert not np.array_equal(values, other)
+
+
+def test_small_image_transforms():
+    image = tf.random.stateless_uniform([32, 32, 3], [0, 1], minval=1, maxval=256, dtype=tf.int32)
+    image = tf.cast(image, tf.uint8)
+    np.testing.assert_array_equal(preprocessing.small_eval(image, 32).numpy(), image.numpy())
+    assert preprocessing.small_eval(tf.zeros([96, 96, 3], tf.uint8), 32).shape == (32, 32, 3)
+    for seed in range(8):
+        cropped = preprocessing.pad_crop_train(image, 32, tf.constant([seed, 0])).numpy()
+        flipped = preprocessing.cifar_train(image, 32, tf.constant([seed, 0])).numpy()
+        assert cropped.shape == flipped.shape == (32, 32, 3)
+        # A crop of the zero-padded image: the pixels that are not padding are a shifted copy.
+        inside = cropped.reshape(-1, 3)[cropped.reshape(-1, 3).sum(1) > 0]
+        assert len(inside) >= 28 * 28
+    gray = preprocessing.to_three_channels(tf.zeros([8, 8, 1], tf.uint8))
+    assert gray.shape == (8, 8, 3)
+
+
+# ------------------------------------------------------------------------------ digits
+
+
+def _digits_uint8():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    return np.round(digits.images * (255.0 / 16.0)).astype(np.uint8), digits.target
+
+
+def _image_keys(images):
+    """Multiset of 8x8 images (first channel) recovered from normalised pipeline output."""
+    return collections.Counter(img[..., 0].tobytes() for img in _to_uint8(images))
+
+
+def test_digits_splits_are_a_class_balanced_partition():
+    data = load_dataset("digits", image_size=8, batch_size=1, eval_batch_size=256, augment=False)
+    assert isinstance(data, DatasetSplits)
+    assert (data.num_classes, data.class_names) == (10, tuple("0123456789"))
+    assert data.num_train + data.num_val + data.num_test == 1797
+    train_x, train_y = _unbatch(data.train)
+    val_x, val_y = _unbatch(data.val)
+    test_x, test_y = _unbatch(data.test)
+    assert (len(train_y), len(val_y), len(test_y)) == (data.num_train, data.num_val, data.num_test)
+    raw_images, raw_labels = _digits_uint8()
+    per_class = np.bincount(raw_labels)
+    test_counts = np.floor(0.2 * per_class + 0.5)
+    np.testing.assert_array_equal(np.bincount(test_y), test_counts)
+    np.testing.assert_array_equal(np.bincount(val_y), np.floor(0.1 * (per_class - test_counts) + 0.5))
+    # train + val + test is exactly the whole dataset (as a multiset of images).
+    union = _image_keys(train_x) + _image_keys(val_x) + _image_keys(test_x)
+    assert union == collections.Counter(img.tobytes() for img in raw_images)
+
+    reseeded = load_dataset("digits", image_size=8, batch_size=64, eval_batch_size=256, seed=1, augment=False)
+    assert _image_keys(_unbatch(reseeded.test)[0]) == _image_keys(test_x)  # test never changes
+    assert _image_keys(_unbatch(reseeded.val)[0]) != _image_keys(val_x)
+
+
+def test_digits_training_stream_shapes_and_determinism():
+    first = load_dataset("digits", batch_size=32, seed=4)
+    second = load_dataset("digits", batch_size=32, seed=4)
+    other = load_dataset("digits", batch_size=32, seed=5)
+    x, y = next(iter(first.train))  # epoch 1
+    assert x.shape == (32, 32, 32, 3) and x.dtype == tf.float32 and y.dtype == tf.int32
+    assert next(iter(first.test))[0].shape[1:] == (32, 32, 3)
+    np.testing.assert_array_equal(x.numpy(), next(iter(second.train))[0].numpy())
+    epoch2, epoch2_again = next(iter(first.train)), next(iter(second.train))
+    np.testing.assert_array_equal(epoch2[0].numpy(), epoch2_again[0].numpy())
+    assert not np.array_equal(x.numpy(), epoch2[0].numpy())  # reshuffled, re-augmented
+    assert not np.array_equal(x.numpy(), next(iter(other.train))[0].numpy())
+
+
+def test_digits_classes_and_examples_per_class():
+    full = load_dataset("digits", image_size=8, batch_size=10, eval_batch_size=512, augment=False)
+    subset = load_dataset(
+        "digits", image_size=8, batch_size=2, eval_batch_size=512, augment=False,
+        classes=[9, 5], train_examples_per_class=7,
+    )
+    assert subset.num_classes == 2 and subset.class_names == ("9", "5")
+    assert subset.num_train == 14
+    train_y = _unbatch(subset.train)[1]
+    np.testing.assert_array_equal(np.bincount(train_y), [7, 7])
+    full_val_x, full_val_y = _unbatch(full.val)
+    val_x, val_y = _unbatch(subset.val)
+    # The validation split is carved before subsetting: same images as the full run.
+    assert _image_keys(val_x[val_y == 0]) == _image_keys(full_val_x[full_val_y == 9])
+    assert _image_keys(val_x[val_y == 1]) == _image_keys(full_val_x[full_val_y == 5])
+    test_x, test_y = _unbatch(subset.test)
+    full_test_x, full_test_y = _unbatch(full.test)
+    assert _image_keys(test_x[test_y == 0]) == _image_keys(full_test_x[full_test_y == 9])
+    assert subset.num_test == int(np.sum(full_test_y == 9) + np.sum(full_test_y == 5))
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="stanford_dogs"):
+        load_dataset("imagenet_dogs")
+    with pytest.raises(ValueError, match="batch_size"):
+        load_dataset("digits", classes=[0], train_examples_per_class=3, batch_size=8)
+    assert set(DATASET_NAMES) >= {"digits", "stanford_dogs", "cifar100", "stl10", "caltech_birds2011"}
+
+
+# ------------------------------------------------------------------------ stanford_dogs
+
+
+def _dog_files(images, labels):
+    """Fake-dogs file names of pipeline outputs, read back from their gray levels."""
+    levels = _to_uint8(images)[:, 0, 0, 0]
+    return {fake_dogs.file_name(int(c), fake_dogs.file_number_of_level(v)) for c, v in zip(labels, levels)}
+
+
+def _official_val_files(class_ids):
+    expected = set()
+    for c in class_ids:
+        ordered = sorted(fake_dogs.file_name(c, j) for j in range(100))
+        expected |= {ordered[o] for o in splits.STANFORD_DOGS_VAL_OFFSETS[c]}
+    return expected
+
+
+def test_stanford_dogs_official_val_split_through_real_builder(fake_dogs_data_dir):
+    data = load_dataset(
+        "stanford_dogs", data_dir=fake_dogs_data_dir, download=False, batch_size=10,
+        eval_batch_size=64, augment=False,
+    )
+    assert (data.num_classes, data.image_size) == (120, 224)
+    assert data.class_names[0] == "n02100000-breed_000"
+    assert (data.num_train, data.num_val, data.num_test) == (270, 30, 6)
+    all_files = {fake_dogs.file_name(c, j) for c in range(PRESENT_DOG_CLASSES) for j in range(100)}
+    expected_val = _official_val_files(range(PRESENT_DOG_CLASSES))
+    assert len(expected_val) == 30
+
+    # The filenames tfds stores, split with the Appendix-A offsets.
+    import tensorflow_datasets as tfds
+
+    train_source = sources.TfdsSource(tfds.builder("stanford_dogs", data_dir=fake_dogs_data_dir), "train")
+    mask = splits.stanford_dogs_official_val_mask(train_source.labels, train_source.filenames)
+    assert {os.path.basename(f.decode()) for f in train_source.filenames[mask]} == expected_val
+
+    # And what the pipelines yield (images carry their file number as gray level).
+    val_x, val_y = _unbatch(data.val)
+    assert _dog_files(val_x, val_y) == expected_val
+    train_x, train_y = _unbatch(data.train)
+    assert len(train_y) == 270 and _dog_files(train_x, train_y) == all_files - expected_val
+    np.testing.assert_array_equal(np.bincount(train_y), [90, 90, 90])
+    test_x, test_y = _unbatch(data.test)
+    assert _dog_files(test_x, test_y) == {fake_dogs.file_name(c, j) for c in range(3) for j in (100, 101)}
+
+
+def test_stanford_dogs_augmented_batches_and_subsets(fake_dogs_data_dir):
+    data = load_dataset(
+        "stanford_dogs", data_dir=fake_dogs_data_dir, download=False, batch_size=4,
+        classes=[2, 0], train_examples_per_class=5,
+    )
+    assert data.class_names == ("n02100002-breed_002", "n02100000-breed_000")
+    assert (data.num_train, data.num_val, data.num_test) == (10, 20, 4)
+    x, y = next(iter(data.train))
+    assert x.shape == (4, 224, 224, 3) and x.dtype == tf.float32 and y.dtype == tf.int32
+    val_x, val_y = _unbatch(data.val)
+    files = _dog_files(val_x, np.where(val_y == 0, 2, 0))  # back to the original class ids
+    assert files == _official_val_files([0, 2])
+
+
+# ------------------------------------------------------- a class-balanced TFDS dataset
+
+CIFAR_TRAIN_PER_BATCH, CIFAR_TEST = 40, 30  # 5 train batch files -> 200 train images
+
+
+def _write_fake_cifar10(archive_dir):
+    """cifar-10-binary.tar.gz in the real layout; image i has R = i % 256, G = i // 256."""
+    import io
+    import tarfile
+
+    def batch(first_index, count):
+        records = []
+        for i in range(first_index, first_index + count):
+            label = i % 10
+            image = np.zeros((3, 32, 32), np.uint8)
+            image[0], image[1], image[2] = i % 256, i // 256, 7 * label
+            records.append(bytes([label]) + image.tobytes())
+        return b"".join(records)
+
+    files = {
+        f"data_batch_{k + 1}.bin": batch(k * CIFAR_TRAIN_PER_BATCH, CIFAR_TRAIN_PER_BATCH) for k in range(5)
+    }
+    files["test_batch.bin"] = batch(1000, CIFAR_TEST)
+    files["batches.meta.txt"] = "\n".join(f"class_{c}" for c in range(10)).encode()
+    with tarfile.open(archive_dir / "cifar-10-binary.tar.gz", "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo("cifar-10-batches-bin/" + name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def fake_cifar10_data_dir(tmp_path_factory):
+    """`cifar10` prepared by the real TFDS builder from a tiny generated archive (recipe B)."""
+    from unittest import mock
+
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download import checksums
+
+    archive_dir, data_dir = tmp_path_factory.mktemp("cifar_archive"), tmp_path_factory.mktemp("cifar_data")
+    _write_fake_cifar10(archive_dir)
+    builder_cls = tfds.builder_cls("cifar10")
+    local = {
+        url: checksums.compute_url_info(archive_dir / info.filename)
+        for url, info in builder_cls.url_infos.items()
+    }
+    with mock.patch.object(builder_cls, "url_infos", local):
+        tfds.builder("cifar10", data_dir=str(data_dir)).download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(archive_dir))
+        )
+    return str(data_dir)
+
+
+def _cifar_ids(images):
+    pixels = _to_uint8(images)[:, 0, 0, :]
+    return pixels[:, 0].astype(int) + 256 * pixels[:, 1].astype(int)
+
+
+def test_tfds_class_balanced_val_picks_the_masked_records(fake_cifar10_data_dir):
+    import tensorflow_datasets as tfds
+
+    data = load_dataset(
+        "cifar10", data_dir=fake_cifar10_data_dir, download=False, batch_size=1, seed=3, augment=False
+    )
+    assert (data.num_train, data.num_val, data.num_test, data.image_size) == (180, 20, 30, 32)
+    assert data.class_names[0] == "class_0"
+    # Expected: the class-balanced mask applied to the records in TFDS file order.
+    records = tfds.load("cifar10", split="train", data_dir=fake_cifar10_data_dir, shuffle_files=False)
+    ids = np.array([int(ex["image"][0, 0, 0]) + 256 * int(ex["image"][0, 0, 1]) for ex in records])
+    labels = np.array([int(ex["label"]) for ex in records])
+    val_mask = splits.class_balanced_split(labels, 0.1, seed=3)
+    val_x, val_y = _unbatch(data.val)
+    train_x, train_y = _unbatch(data.train)
+    assert sorted(_cifar_ids(val_x)) == sorted(ids[val_mask])
+    assert sorted(_cifar_ids(train_x)) == sorted(ids[~val_mask])
+    np.testing.assert_array_equal(val_y, _cifar_ids(val_x) % 10)  # labels travel with images
+    np.testing.assert_array_equal(np.bincount(val_y), [2] * 10)
+    augmented = load_dataset("cifar10", data_dir=fake_cifar10_data_dir, download=False, batch_size=8)
+    x, _ = next(iter(augmented.train))
+    assert x.shape == (8, 32, 32, 3) and x.dtype == tf.float32
+
+
+# ----------------------------------------------------------------------- image folders
+
+
+def _write_folder_dataset(root, train_counts, test_counts):
+    for split, counts in (("train", train_counts), ("test", test_counts)):
+        for class_name, count in counts.items():
+            folder = root / split / class_name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                image = np.full((20, 30, 3), 10 * i, np.uint8)
+                (folder / f"{i}.png").write_bytes(tf.io.encode_png(image).numpy())
+
+
+def test_folder_dataset(tmp_path):
+    _write_folder_dataset(tmp_path, {"dog": 6, "cat": 6}, {"dog": 2, "cat": 2})
+    data = load_dataset(f"folder:{tmp_path}", image_size=64, batch_size=4)
+    assert data.class_names == ("cat", "dog")
+    assert (data.num_train, data.num_val, data.num_test) == (10, 2, 4)
+    x, y = next(iter(data.train))
+    assert x.shape == (4, 64, 64, 3) and y.dtype == tf.int32
+    test_x, test_y = _unbatch(data.test)
+    assert test_x.shape == (4, 64, 64, 3) and sorted(test_y) == [0, 0, 1, 1]
+
+
+def test_folder_dataset_errors(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match=str(tmp_path / "nowhere")):
+        load_dataset(f"folder:{tmp_path / 'nowhere'}")
+    _write_folder_dataset(tmp_path, {"cat": 3, "dog": 3}, {"cat": 1})
+    with pytest.raises(ValueError, match="dog"):
+        load_dataset(f"folder:{tmp_path}", batch_size=2)
+    (tmp_path / "test" / "dog").mkdir()
+    with pytest.raises(ValueError, match=str(tmp_path / "test" / "dog")):
+        load_dataset(f"folder:{tmp_path}", batch_size=2)
+    empty = tmp_path / "empty"
+    (empty / "train").mkdir(parents=True)
+    (empty / "test").mkdir()
+    with pytest.raises(ValueError, match="no class folders"):
+        load_dataset(f"folder:{empty}")
+
+
+# ------------------------------------------------------------------------- fast failure
+
+
+def test_missing_tfds_data_fails_fast_without_download(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DatasetNotFoundError) as error:
+        load_dataset("stanford_dogs", data_dir=str(tmp_path), download=False)
+    assert time.monotonic() - start < 10
+    message = str(error.value)
+    assert isinstance(error.value, FileNotFoundError)
+    assert str(tmp_path) in message and "stanford_dogs" in message
+    assert os.path.join(str(tmp_path), "downloads", "manual") in message
+    for archive in ("images.tar", "lists.tar", "annotation.tar"):
+        assert archive in message
+
+
+def test_missing_tfds_data_fails_fast_offline_with_download(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(DatasetNotFoundError, match="unreachable"):
+        load_dataset("stanford_dogs", data_dir=str(tmp_path), download=True)
+    assert time.monotonic() - start < 30
+
+
+def test_archives_in_manual_dir_are_prepared_without_network(tmp_path):
+    from unittest import mock
+
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.core.download import checksums
+
+    manual_dir = tmp_path / "data" / "downloads" / "manual"
+    fake_dogs.make_fake_archives(manual_dir, present_classes=1, train_per_class=12, test_per_class=2)
+    builder_cls = tfds.builder_cls("stanford_dogs")
+    # The fake archives stand in for the real ones: register their checksums.
+    local = {
+        url: checksums.compute_url_info(manual_dir / info.filename)
+        for url, info in builder_cls.url_infos.items()
+    }
+    with mock.patch.object(builder_cls, "url_infos", local):
+        data = load_dataset("stanford_dogs", data_dir=str(tmp_path / "data"), download=False, batch_size=2)
+    assert (data.num_train, data.num_val, data.num_test) == (11, 1, 2)  # class 0's only offset < 12 is 3
+
+
+def test_reachability_probe():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        open_port = server.getsockname()[1]
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            closed_port = probe.getsockname()[1]  # bound, not listening: refuses
+            reachable = availability.reachable_endpoints(
+                [("127.0.0.1", open_port), ("127.0.0.1", closed_port)], timeout=2
+            )
+    assert reachable == {("127.0.0.1", open_port)}

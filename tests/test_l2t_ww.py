@@ -1,0 +1,250 @@
+"""L2TWW: exact meta-gradients, which variables each step changes, saving, tracing, pairs."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_l2t
+from keras_l2t import backbones, pairs
+from keras_l2t.optimizers import SGD, sgd_momentum_step
+from tests.toy_backbones import tiny_backbone
+
+
+@pytest.fixture
+def float64():
+    keras.config.set_floatx("float64")
+    yield
+    keras.config.set_floatx("float32")
+
+
+def _model(mode="l2t_ww", perturb=True, **kwargs):
+    source = tiny_backbone("source", (4, 5), seed=1)
+    target = tiny_backbone("target", (3, 4), seed=2)
+    model = keras_l2t.L2TWW(source, target, pairs="all", mode=mode, **kwargs)
+    model.compile(optimizer=SGD(0.1, momentum=0.9, weight_decay=1e-3))
+    if perturb:  # move φ off its symmetric initialisation (zero what-nets)
+        rng = np.random.default_rng(3)
+        for v in model.meta_variables:
+            v.assign(v.numpy() + 0.3 * rng.normal(size=v.shape))
+    return model
+
+
+def _batch(dtype="float64", n=6):
+    rng = np.random.default_rng(0)
+    return tf.constant(rng.normal(size=(n, 8, 8, 3)), dtype), tf.constant(rng.integers(0, 3, n))
+
+
+def _adjoint_reference(model, x, y, hessian=True):
+    """The official `MetaSGD.meta_backward` (method.md §4.2): reverse adjoints with Hessian-vector products."""
+    optimizer = model.optimizer
+    lr, mu, wd = float(optimizer.learning_rate), optimizer.momentum, optimizer.coupled_weight_decay
+    statistics = model._source_statistics(x)
+    w, lam = model._meta_outputs(statistics)
+    theta, buffers, non_trainable = model._current_state()
+
+    def step_loss(theta, t, w, lam):
+        with_matching = t < model.inner_steps
+        logits, matching, _ = model._forward(theta, non_trainable, x, statistics, w, lam, with_matching)
+        return matching if with_matching else keras_l2t.losses.cross_entropy(y, logits)
+
+    states = []
+    for t in range(model.inner_steps + 1):  # forward, recording (θ_t, v_t)
+        states.append((theta, buffers))
+        with tf.GradientTape() as tape:
+            tape.watch(theta)
+            loss = step_loss(theta, t, w, lam)
+        theta, buffers = sgd_momentum_step(theta, tape.gradient(loss, theta), buffers, lr, mu, wd)
+    with tf.GradientTape() as tape:
+        tape.watch(theta)
+        logits, _, _ = model._forward(theta, non_trainable, x, statistics, None, None, False)
+        outer = keras_l2t.losses.cross_entropy(y, logits)
+    a = [g if g is not None else tf.zeros_like(p) for g, p in zip(tape.gradient(outer, theta), theta)]
+    c = [tf.zeros_like(p) for p in theta]
+    meta_grads = [tf.zeros_like(v) for v in model.meta_variables]
+    for t in reversed(range(model.inner_steps + 1)):
+        theta_t, _ = states[t]
+        adjoint = [-lr * ai + ci for ai, ci in zip(a, c)]
+        with tf.GradientTape(persistent=True) as outer_tape:
+            outer_tape.watch(theta_t)
+            w, lam = model._meta_outputs(statistics)
+            with tf.GradientTape() as inner:
+                inner.watch(theta_t)
+                loss = step_loss(theta_t, t, w, lam)
+            g = inner.gradient(loss, theta_t)
+            product = tf.add_n([tf.reduce_sum(gi * di) for gi, di in zip(g, adjoint) if gi is not None])
+        hvp = outer_tape.gradient(product, theta_t)
+        dphi = outer_tape.gradient(product, model.meta_variables)
+        meta_grads = [m + (d if d is not None else 0.0) for m, d in zip(meta_grads, dphi)]
+        new_a = []
+        for ai, ci, hi, di in zip(a, c, hvp, adjoint):
+            value = (1 - lr * wd) * ai + wd * ci
+            if hessian and hi is not None:
+                value += hi
+            new_a.append(value)
+        c = [mu * ci - lr * mu * ai for ai, ci in zip(a, c)]
+        a = new_a
+    return meta_grads
+
+
+def test_meta_gradient_equals_finite_differences(float64):
+    model = _model()
+    x, y = _batch()
+    grads = model.meta_gradients(x, y)
+    rng = np.random.default_rng(5)
+    eps = 1e-6
+    for variable, grad in zip(model.meta_variables, grads):
+        direction = rng.normal(size=variable.shape)
+        base = variable.numpy()
+        variable.assign(base + eps * direction)
+        plus = float(model.meta_objective(x, y))
+        variable.assign(base - eps * direction)
+        minus = float(model.meta_objective(x, y))
+        variable.assign(base)
+        numeric = (plus - minus) / (2 * eps)
+        analytic = float(np.sum(grad.numpy() * direction))
+        assert abs(analytic - numeric) <= 1e-4 * abs(numeric), (variable.path, analytic, numeric)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_meta_gradient_equals_the_official_adjoint_recursion(float64, first_order):
+    model = _model(first_order=first_order)
+    x, y = _batch()
+    # A non-zero momentum state, as after some training.
+    model.fit(x, y, batch_size=6, epochs=1, verbose=0)
+    expected = _adjoint_reference(model, x, y, hessian=not first_order)
+    for got, want in zip(model.meta_gradients(x, y), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12)
+
+
+def test_first_order_differs_from_exact(float64):
+    x, y = _batch()
+    exact = _model().meta_gradients(x, y)
+    approx = _model(first_order=True).meta_gradients(x, y)
+    assert any(not np.allclose(a, b, rtol=1e-3) for a, b in zip(exact, approx))
+
+
+def _values(variables):
+    return [np.array(v.numpy()) for v in variables]
+
+
+def _changed(before, variables):
+    return [not np.array_equal(b, v.numpy()) for b, v in zip(before, variables)]
+
+
+def test_one_step_changes_exactly_what_it_should():
+    model = _model()
+    x, y = _batch("float32")
+    source_before = _values(model.source.variables)
+    target_before = _values(model.target.trainable_variables)
+    regressors_before = _values([v for m in model.matchers for v in m.trainable_variables])
+    meta_before = _values(model.meta_variables)
+    non_trainable = [tf.convert_to_tensor(v) for v in model.target.non_trainable_variables]
+    _, expected_stats = model.target.stateless_call(
+        [tf.convert_to_tensor(v) for v in model.target.trainable_variables], non_trainable, x, training=True
+    )
+    model.train_on_batch(x, y)
+    assert not any(_changed(source_before, model.source.variables))
+    assert all(_changed(target_before, model.target.trainable_variables))
+    assert all(_changed(regressors_before, [v for m in model.matchers for v in m.trainable_variables]))
+    assert all(_changed(meta_before, model.meta_variables))
+    # BatchNorm statistics: those of the real step alone; the look-ahead's are dropped.
+    for variable, expected in zip(model.target.non_trainable_variables, expected_stats):
+        np.testing.assert_allclose(variable.numpy(), expected, rtol=1e-6)
+
+
+def test_meta_every_skips_meta_updates_between():
+    model = _model(meta_every=2)
+    x, y = _batch("float32")
+    before = _values(model.meta_variables)
+    model.train_on_batch(x, y)  # step 0: meta update
+    after_first = _values(model.meta_variables)
+    assert all(_changed(before, model.meta_variables))
+    model.train_on_batch(x, y)  # step 1: none
+    assert not any(_changed(after_first, model.meta_variables))
+
+
+@pytest.mark.parametrize("mode, meta_count", [("fm", 0), ("l2t_w", 2 * 4)])
+def test_variants_have_their_meta_networks(mode, meta_count):
+    model = _model(mode=mode, perturb=False)
+    assert len(model.meta_variables) == meta_count
+    x, y = _batch("float32")
+    regressors_before = _values([v for m in model.matchers for v in m.trainable_variables])
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert all(_changed(regressors_before, [v for m in model.matchers for v in m.trainable_variables]))
+    assert ("meta_loss" in logs) == (mode != "fm")
+    assert not any(k.startswith("lambda_") for k in logs)
+
+
+def test_meta_outputs_stay_in_range():
+    model = _model()
+    x, _ = _batch("float32")
+    weights = model.transfer_weights(x)
+    for w in weights["channel_weights"]:
+        np.testing.assert_allclose(np.sum(w, axis=-1), 1.0, rtol=1e-5)
+    for lam in weights["pair_weights"]:
+        assert np.all((lam.numpy() >= 0) & (lam.numpy() <= 6))
+    fresh = _model(perturb=False).transfer_weights(x)
+    np.testing.assert_allclose(fresh["channel_weights"][0], 1.0 / 4)  # uniform at init
+
+
+def test_logs_show_the_transfer():
+    model = _model()
+    x, y = _batch("float32")
+    history = model.fit(x, y, batch_size=3, epochs=1, validation_data=(x, y), verbose=0).history
+    for key in ["loss", "ce", "matching", "accuracy", "meta_loss", "channel_weight_entropy", "lambda_0_1", "val_accuracy"]:
+        assert key in history, key
+    assert "val_ce" not in history
+
+
+def test_save_and_load_keeps_weights_and_both_optimizers(tmp_path):
+    model = _model()
+    x, y = _batch("float32")
+    model.fit(x, y, batch_size=3, epochs=1, verbose=0)
+    path = os.path.join(tmp_path, "l2t.keras")
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert isinstance(restored, keras_l2t.L2TWW) and restored.pairs == model.pairs
+    np.testing.assert_array_equal(restored(x), model(x))
+    for a, b in zip(model.meta_variables, restored.meta_variables):
+        np.testing.assert_array_equal(a, b)
+    for opt, restored_opt in [(model.optimizer, restored.optimizer), (model.meta_optimizer, restored.meta_optimizer)]:
+        assert int(opt.iterations) == int(restored_opt.iterations) == 2
+        for a, b in zip(opt.variables, restored_opt.variables):
+            np.testing.assert_array_equal(a, b)
+    # It keeps training from the restored state.
+    restored.fit(x, y, batch_size=3, epochs=1, verbose=0)
+
+
+def test_train_step_traces_once():
+    traces = []
+
+    class CountingL2TWW(keras_l2t.L2TWW):
+        def train_step(self, data):
+            traces.append(1)  # Python side effect: runs at tracing only
+            return super().train_step(data)
+
+    model = CountingL2TWW(tiny_backbone("s", seed=1), tiny_backbone("t", (3, 4), seed=2))
+    model.compile()
+    x, y = _batch("float32", n=12)
+    model.fit(tf.data.Dataset.from_tensor_slices((x, y)).batch(3, drop_remainder=True), epochs=2, verbose=0)
+    assert len(traces) == 1
+
+
+def test_official_pair_specs():
+    r34 = backbones.resnet34(num_classes=10, width=0.125, input_shape=(64, 64, 3))
+    r18 = backbones.resnet18(num_classes=10, width=0.125, input_shape=(64, 64, 3))
+    assert len(pairs.parse_pairs("all", r34, r18)) == 16
+    assert pairs.parse_pairs("one_to_one", r34, r18) == ((1, 1), (2, 2), (3, 3), (4, 4))
+    assert pairs.parse_pairs("single", r34, r18) == ((4, 4),)
+    r32 = backbones.resnet32(width=0.25)
+    vgg = backbones.vgg9_bn(width=0.125)
+    assert pairs.parse_pairs("all", r32, vgg) == tuple((m, n) for m in (4, 9, 14) for n in range(5))
+    assert pairs.parse_pairs("one_to_one", r32, vgg) == ((4, 0), (9, 1), (14, 2))
+    assert pairs.parse_pairs("4-0, 14-4", r32, vgg) == ((4, 0), (14, 4))
+    with pytest.raises(ValueError, match="Malformed"):
+        pairs.parse_pairs("4:0", r32, vgg)
+    with pytest.raises(ValueError, match="Target tap 7 out of range"):
+        pairs.parse_pairs("4-7", r32, vgg)
