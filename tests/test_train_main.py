@@ -1,0 +1,111 @@
+"""`python -m train.main` / `train.pretrain_source` end to end, as subprocesses, smoke-sized."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULT_KEYS = {
+    "method", "dataset", "target", "source", "epochs_completed", "best_val_accuracy", "best_epoch",
+    "test_accuracy_at_best_val", "final_test_accuracy", "seed", "wall_seconds", "versions",
+}
+
+
+def _run(module, *args, timeout=600):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
+    )
+
+
+def _results(model_dir):
+    with open(os.path.join(model_dir, "results.json"), encoding="utf-8") as f:
+        results = json.load(f)
+    assert RESULT_KEYS <= set(results), RESULT_KEYS - set(results)
+    assert 0.0 <= results["test_accuracy_at_best_val"] <= 1.0
+    return results
+
+
+def test_default_demo_runs_every_method_and_prints_the_table(tmp_path):
+    model_dir = str(tmp_path / "demo")
+    run = _run("train.main", f"--model_dir={model_dir}", "--epochs=1", "--source_epochs=1", "--steps_per_epoch=2")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| l2t_ww |" in run.stdout and "| scratch |" in run.stdout and "| fm |" in run.stdout
+    assert os.path.exists(os.path.join(model_dir, "source", "source.keras"))
+    for method in ("scratch", "fm", "l2t_ww"):
+        results = _results(os.path.join(model_dir, method))
+        assert results["method"] == method and results["epochs_completed"] == 1
+        assert os.path.exists(os.path.join(model_dir, method, "best_target.keras"))
+        assert os.path.isdir(os.path.join(model_dir, method, "tensorboard"))
+    assert _results(os.path.join(model_dir, "l2t_ww"))["source"].endswith("source.keras")
+    assert os.path.exists(os.path.join(model_dir, "comparison.md"))
+    with open(os.path.join(model_dir, "l2t_ww", "flags.json"), encoding="utf-8") as f:
+        assert json.load(f)["method"] == "l2t_ww"
+
+
+def test_stanford_dogs_scratch_from_the_real_tfds_builder(tmp_path, fake_dogs_data_dir):
+    model_dir = str(tmp_path / "dogs")
+    run = _run(
+        "train.main", "--dataset=stanford_dogs", f"--data_dir={fake_dogs_data_dir}", f"--model_dir={model_dir}",
+        "--method=scratch", "--width=0.125", "--image_size=64", "--batch_size=8", "--epochs=1",
+        "--steps_per_epoch=2",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = _results(model_dir)
+    assert (results["dataset"], results["target"]) == ("stanford_dogs", "resnet18")
+    assert (results["num_train"], results["num_val"], results["num_test"]) == (270, 30, 6)
+
+
+def test_stanford_dogs_l2t_ww_resnet34_to_resnet18(tmp_path, fake_dogs_data_dir):
+    model_dir = str(tmp_path / "dogs_l2t")
+    run = _run(
+        "train.main", "--dataset=stanford_dogs", f"--data_dir={fake_dogs_data_dir}", f"--model_dir={model_dir}",
+        "--method=l2t_ww", "--source=auto", "--source_arch=resnet34", "--source_width=0.125", "--source_classes=0",
+        "--classes=1,2", "--width=0.125", "--image_size=64", "--batch_size=8", "--epochs=1", "--steps_per_epoch=1",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = _results(model_dir)
+    assert results["pairs"] == "all" and results["method"] == "l2t_ww"
+
+
+def test_pretrain_source_then_transfer_from_its_file(tmp_path):
+    source_dir = str(tmp_path / "source")
+    run = _run(
+        "train.pretrain_source", f"--model_dir={source_dir}", "--arch=resnet32", "--width=0.25",
+        "--classes=0,1,2,3,4", "--epochs=1", "--steps_per_epoch=2",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    source = os.path.join(source_dir, "source.keras")
+    assert os.path.exists(source)
+    model_dir = str(tmp_path / "l2t_w")
+    run = _run(
+        "train.main", f"--model_dir={model_dir}", f"--source={source}", "--method=l2t_w", "--pairs=one_to_one",
+        "--epochs=1", "--steps_per_epoch=2",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert _results(model_dir)["pairs"] == "one_to_one"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--method=nope"], "Unknown method"),
+        (["--method=l2t_ww", "--source=resnet50_imagenet"], "resnet50_imagenet"),
+        (["--method=fm", "--source=/nonexistent.keras"], "neither a file"),
+        (["--dataset=stanford_dogs", "--method=scratch", "--data_dir={tmp}"], "not prepared"),
+    ],
+)
+def test_bad_input_fails_fast_with_a_message(tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path / "empty")) for a in args]
+    model_dir = str(tmp_path / "bad")
+    start = time.time()
+    run = _run("train.main", f"--model_dir={model_dir}", "--epochs=1", *args, timeout=120)
+    assert run.returncode != 0
+    assert message in run.stderr, run.stderr[-2000:]
+    assert time.time() - start < 60
+    assert not os.path.exists(os.path.join(model_dir, "results.json"))
