@@ -15,9 +15,12 @@ from tests.toy_backbones import tiny_backbone
 
 @pytest.fixture
 def float64():
+    # Both: layers take the global dtype policy, which caches floatx on first use.
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     yield
     keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")
 
 
 def _model(mode="l2t_ww", perturb=True, **kwargs):

@@ -1,9 +1,10 @@
 """VGG-9-BN of the official L2T-ww code: the 32 setting's target.
 
-`vgg9_bn` = `VGG_small(make_layers(cfg_small['B'], batch_norm=True))`: 7 × (3×3
+`vgg9_bn` = `VGG_small(make_layers(cfg_small['B'], batch_norm=True))`: 8 × (3×3
 conv with bias → BN → ReLU) and 5 2×2 max-pools, then global average pooling
-and one Linear layer (the name follows the Jacobian Matching paper; there are
-7 convs and 1 FC). Taps are the activations right before each max-pool.
+and one Linear layer: 8 convs + 1 FC = 9 layers (method.md §1.2 says 7 convs,
+but its cfg B lists 8, and the 9,277,284 parameters it verified need 8). Taps
+are the activations right before each max-pool.
 """
 
 import keras
