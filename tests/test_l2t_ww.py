@@ -251,3 +251,32 @@ def test_official_pair_specs():
         pairs.parse_pairs("4:0", r32, vgg)
     with pytest.raises(ValueError, match="Target tap 7 out of range"):
         pairs.parse_pairs("4-7", r32, vgg)
+
+
+def test_transfer_monitor_writes_the_pair_weight_image_and_histograms(tmp_path):
+    from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=import-outside-toplevel
+
+    model = _model()
+    x, y = _batch("float32")
+    log_dir = str(tmp_path / "transfer")
+    monitor = keras_l2t.callbacks.TransferMonitor(x, log_dir)
+    model.fit(x, y, batch_size=3, epochs=2, verbose=0, callbacks=[monitor])
+    events = event_accumulator.EventAccumulator(log_dir, size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    assert "pair_weights" in tags["tensors"] + tags["images"]
+    assert any(t.startswith("channel_weights/") for t in tags["tensors"] + tags["histograms"])
+    source_taps, target_taps, matrix = keras_l2t.callbacks.pair_weight_matrix(
+        model.pairs, model.transfer_weights(x)["pair_weights"]
+    )
+    assert (source_taps, target_taps, matrix.shape) == ([0, 1], [0, 1], (2, 2))
+
+
+def test_resnet50_source_taps_and_caffe_inputs():
+    source = keras_l2t.source_models.resnet50_imagenet(image_size=64, weights=None)
+    assert source.feature_channels == (256, 512, 1024, 2048)
+    assert [s[0] for s in source.feature_shapes] == [16, 8, 4, 2]
+    # The ImageNet-mean image (0 after normalisation) is 255·mean in BGR minus Keras' caffe BGR mean.
+    normalised_mean = np.zeros((1, 4, 4, 3), "float32")
+    expected = [0.406 * 255 - 103.939, 0.456 * 255 - 116.779, 0.485 * 255 - 123.68]
+    np.testing.assert_allclose(keras_l2t.source_models.CaffeInputs()(normalised_mean)[0, 0, 0], expected, atol=1e-3)

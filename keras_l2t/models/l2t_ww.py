@@ -4,13 +4,14 @@ One `train_step` (method.md §4.1) on a batch (x, y):
 
 1. Source features (frozen source, inference mode), their per-pair resized
    maps and global-average pools are computed once; the meta-networks' outputs
-   w (what) and λ (where) once from the pools.
+   w (what) and λ (where) once from the pools, and reused by every step below.
 2. Real step of θ = target + regressors on CE + Σ_pairs β·L^{m,n}(w, λ), with
    PyTorch-semantics SGD; BatchNorm statistics are committed from this step only.
 3. Look-ahead from the new θ: T matching-only SGD steps and one CE step, run
    functionally (`stateless_call` on tensors, never `assign`), then the outer
-   loss CE(f_{θ_{T+1}}(x), y). Its gradient with respect to φ (nested
-   `tf.GradientTape`s: exact second order) feeds one meta-optimizer step. The
+   loss CE(f_{θ_{T+1}}(x), y). Its gradient with respect to w and λ (nested
+   `tf.GradientTape`s: exact second order), chained to φ, feeds one
+   meta-optimizer step. The
    look-ahead tensors are dropped: θ keeps only the real step (the official
    rollback).
 
@@ -261,13 +262,13 @@ class L2TWW(keras.Model):
             theta, grads, buffers, learning_rate, optimizer.momentum, optimizer.coupled_weight_decay
         )
 
-    def _look_ahead_objective(self, x, y, statistics, theta, buffers, non_trainable, learning_rate):
-        """CE after T matching-only steps and one CE step from (θ, buffers); differentiable in φ.
+    def _look_ahead_objective(self, x, y, statistics, meta_outputs, theta, buffers, non_trainable, learning_rate):
+        """CE after T matching-only steps and one CE step from (θ, buffers); differentiable in w, λ.
 
         Must run under the caller's tape: each inner tape's gradient is itself
         recorded, which is what makes the meta-gradient second order.
         """
-        channel_weights, pair_weights = self._meta_outputs(statistics)
+        channel_weights, pair_weights = meta_outputs
 
         def inner_step(theta, buffers, with_matching):
             evaluated_at = [ops.stop_gradient(t) for t in theta] if self.first_order else theta
@@ -292,24 +293,45 @@ class L2TWW(keras.Model):
         non_trainable = [tf.convert_to_tensor(v) for v in self.target.non_trainable_variables]
         return theta, buffers, non_trainable
 
-    def _meta_objective_and_gradients(self, x, y, with_gradients, statistics=None, learning_rate=None):
+    def _meta_outputs_with_tape(self, statistics):
+        """The meta-networks' outputs, and the tape that links them to φ."""
+        with tf.GradientTape() as phi_tape:
+            meta_outputs = self._meta_outputs(statistics)
+        return meta_outputs, phi_tape
+
+    def _meta_objective_and_gradients(
+        self, x, y, with_gradients, statistics=None, meta_outputs=None, phi_tape=None, learning_rate=None
+    ):
+        """The outer loss after the look-ahead and (optionally) its gradient with respect to φ.
+
+        Backpropagation runs in two stages: through the look-ahead to the
+        meta-network outputs (w, λ), then from them to φ through `phi_tape`, so
+        the meta-networks are evaluated once per batch.
+        """
         if not self.uses_meta_learning:
             raise ValueError("mode='fm' has no meta-networks and no meta-objective.")
         if self.optimizer is None:
             raise ValueError("Call compile() first: the look-ahead uses the optimizer's rule and state.")
         statistics = self._source_statistics(x) if statistics is None else statistics
+        if meta_outputs is None:
+            meta_outputs, phi_tape = self._meta_outputs_with_tape(statistics)
         learning_rate = self.optimizer.learning_rate if learning_rate is None else learning_rate
         theta, buffers, non_trainable = self._current_state()
+        flat_outputs = [t for group in meta_outputs if group is not None for t in group]
         with tf.GradientTape() as meta_tape:
+            meta_tape.watch(flat_outputs)
             objective = self._look_ahead_objective(
-                x, y, statistics, theta, buffers, non_trainable, ops.cast(learning_rate, theta[0].dtype)
+                x, y, statistics, meta_outputs, theta, buffers, non_trainable, ops.cast(learning_rate, theta[0].dtype)
             )
         if not with_gradients:
             return objective, None
-        return objective, meta_tape.gradient(objective, self.meta_variables)
+        output_grads = meta_tape.gradient(objective, flat_outputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        return objective, phi_tape.gradient(flat_outputs, self.meta_variables, output_gradients=output_grads)
 
-    def _meta_update(self, x, y, statistics, learning_rate):
-        objective, grads = self._meta_objective_and_gradients(x, y, True, statistics, learning_rate)
+    def _meta_update(self, x, y, statistics, meta_outputs, phi_tape, learning_rate):
+        objective, grads = self._meta_objective_and_gradients(
+            x, y, True, statistics, meta_outputs, phi_tape, learning_rate
+        )
         self.meta_optimizer.apply(grads, self.meta_variables)
         self.meta_loss_tracker.update_state(objective)
         return objective
@@ -317,7 +339,8 @@ class L2TWW(keras.Model):
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         statistics = self._source_statistics(x)
-        channel_weights, pair_weights = self._meta_outputs(statistics)
+        meta_outputs, phi_tape = self._meta_outputs_with_tape(statistics)
+        channel_weights, pair_weights = meta_outputs
         if channel_weights is not None:
             channel_weights = [ops.stop_gradient(w) for w in channel_weights]
         if pair_weights is not None:
@@ -342,12 +365,12 @@ class L2TWW(keras.Model):
         # 2. The meta step on φ, through the look-ahead from the updated θ.
         if self.uses_meta_learning:
             if self.meta_every == 1:
-                self._meta_update(x, y, statistics, learning_rate)
+                self._meta_update(x, y, statistics, meta_outputs, phi_tape, learning_rate)
             else:
                 step = self.optimizer.iterations - 1
                 tf.cond(
                     tf.equal(step % self.meta_every, 0),
-                    lambda: self._meta_update(x, y, statistics, learning_rate),
+                    lambda: self._meta_update(x, y, statistics, meta_outputs, phi_tape, learning_rate),
                     lambda: tf.constant(0.0, ce.dtype),
                 )
 
