@@ -66,12 +66,17 @@ def _int_list(values):
     return tuple(int(v) for v in values) if values else None
 
 
+def _pick(flag_values, preset, name):
+    """The flag's value, or the preset's where the flag was left unset."""
+    value = getattr(flag_values, name)
+    return preset.get(name) if value is None else value
+
+
 def common_config_fields(flag_values, preset):
     """ExperimentConfig fields from the common flags, preset defaults filled in."""
 
     def pick(name):
-        value = getattr(flag_values, name)
-        return preset.get(name) if value is None else value
+        return _pick(flag_values, preset, name)
 
     classes = _int_list(flag_values.classes) or _int_list(preset.get("classes"))
     examples = flag_values.train_examples_per_class or preset.get("train_examples_per_class")
@@ -105,8 +110,7 @@ def plan_from_flags(flag_values):
         raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
 
     def pick(name):
-        value = getattr(flag_values, name)
-        return preset.get(name) if value is None else value
+        return _pick(flag_values, preset, name)
 
     base = ExperimentConfig(
         **common_config_fields(flag_values, preset),
