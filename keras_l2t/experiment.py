@@ -143,12 +143,10 @@ def build_model(config, splits, steps_per_epoch):
 def run_experiment(config):
     """Trains per `config`; returns the results it also writes to `model_dir`.
 
-    Writes flags.json (at start), history.csv, tensorboard/, best_target.keras
+    Writes flags.json (once data and model are built), history.csv, tensorboard/, best_target.keras
     (the target at the best validation epoch) and results.json (at the end).
     """
     start = time.time()
-    os.makedirs(config.model_dir, exist_ok=True)
-    _write_json(os.path.join(config.model_dir, "flags.json"), dataclasses.asdict(config))
     keras.utils.set_random_seed(config.seed)
 
     splits = data_lib.load_dataset(
@@ -167,6 +165,9 @@ def run_experiment(config):
         train_data = train_data.repeat()
 
     model = build_model(config, splits, steps_per_epoch)
+    # Only now, with data and model in hand, does the run leave files behind.
+    os.makedirs(config.model_dir, exist_ok=True)
+    _write_json(os.path.join(config.model_dir, "flags.json"), dataclasses.asdict(config))
     tracker = BestValidationTracker(
         splits.test, checkpoint_path=os.path.join(config.model_dir, "best_target.keras")
     )

@@ -60,6 +60,7 @@ def define_flags():
     flags.DEFINE_float("meta_weight_decay", 1e-4, "L2 weight decay of the meta-networks (coupled, as in PyTorch).")
     flags.DEFINE_bool("first_order", False, "Cheaper meta-gradient that drops the Hessian-in-θ terms.")
     flags.DEFINE_integer("meta_every", 1, "Meta-update every k-th step.")
+    flags.DEFINE_bool("show_traceback", False, "On bad input, raise with the traceback instead of a short error.")
 
 
 def _int_list(values):

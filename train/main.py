@@ -15,6 +15,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import dataclasses  # pylint: disable=wrong-import-position
 import json  # pylint: disable=wrong-import-position
+import sys  # pylint: disable=wrong-import-position
 
 from absl import app  # pylint: disable=wrong-import-position
 from absl import flags  # pylint: disable=wrong-import-position
@@ -40,10 +41,25 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # pylint: disable=import-outside-toplevel
+    from keras_l2t.source_models import SourceUnavailableError
+
+    try:
+        run(FLAGS)
+    except (ValueError, TypeError, FileNotFoundError, SourceUnavailableError) as error:
+        # Bad input: say what is wrong and what to do, without a traceback.
+        if FLAGS.show_traceback:
+            raise
+        print(f"error: {error}\n(--show_traceback prints where it was raised)", file=sys.stderr)
+        sys.exit(2)
+
+
+def run(flag_values):
+    """Runs the methods the flags ask for (pretraining an auto source first) and prints the table."""
+    # pylint: disable=import-outside-toplevel
     from keras_l2t.experiment import TRANSFER_METHODS, pretrain_source, run_experiment
     from train.flags import plan_from_flags
 
-    methods, base, source_config = plan_from_flags(FLAGS)
+    methods, base, source_config = plan_from_flags(flag_values)
     source = base.source
     if source_config is not None:
         print(f"Pretraining the source ({source_config.target}) on classes {list(source_config.classes)} ...")
