@@ -68,12 +68,6 @@ class BatchNormalization(keras.layers.BatchNormalization):
             squared = context.all_reduce(tf.distribute.ReduceOp.SUM, squared)
         return mean, squared / count, count
 
-    def _moments(self, inputs, mask):
-        if mask is not None:
-            raise ValueError("keras_l2t BatchNormalization does not support masks.")
-        mean, variance, _ = self._moments_and_count(inputs)
-        return mean, variance
-
     def call(self, inputs, training=None, mask=None):
         if mask is not None:
             raise ValueError("keras_l2t BatchNormalization does not support masks.")
