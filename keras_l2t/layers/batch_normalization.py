@@ -19,15 +19,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-
-def _cross_replica_context():
-    """The replica context when running on >1 replicas, else None."""
-    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return None
-    context = tf.distribute.get_replica_context()
-    if context is None or context.num_replicas_in_sync <= 1:
-        return None
-    return context
+from keras_l2t import distribute
 
 
 @keras.saving.register_keras_serializable(package="keras_l2t")
@@ -57,15 +49,12 @@ class BatchNormalization(keras.layers.BatchNormalization):
         axes = [i for i in range(rank) if i != channel_axis]
         count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(inputs), axes)), inputs.dtype)
         total = tf.reduce_sum(inputs, axis=axes)
-        context = _cross_replica_context()
-        if context is not None:
-            count, total = context.all_reduce(tf.distribute.ReduceOp.SUM, [count, total])
+        count, total = distribute.all_reduce_sum([count, total])
         mean = total / count
         broadcast_shape = [1] * rank
         broadcast_shape[channel_axis] = -1
         squared = tf.reduce_sum(tf.square(inputs - tf.reshape(mean, broadcast_shape)), axis=axes)
-        if context is not None:
-            squared = context.all_reduce(tf.distribute.ReduceOp.SUM, squared)
+        (squared,) = distribute.all_reduce_sum([squared])
         return mean, squared / count, count
 
     def call(self, inputs, training=None, mask=None):

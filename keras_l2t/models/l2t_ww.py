@@ -17,6 +17,13 @@ One `train_step` (method.md §4.1) on a batch (x, y):
 
 Modes: "l2t_ww" (learned w and λ), "l2t_w" (learned w, λ = 1), "fm"
 (unweighted feature matching, no meta-networks, no look-ahead).
+
+Under a `tf.distribute` strategy a step on R replicas equals the one-device
+step on the global batch: the look-ahead's inner gradients are all-reduced,
+BatchNorm is synchronized and losses sent to `optimizer.apply` are divided by
+R (`keras_l2t.distribute`). Under mixed precision the real step computes in 16
+bits; the meta-networks, the look-ahead and the meta-gradient stay float32
+(`keras_l2t.precision`; method.md §4.8).
 """
 
 import math
@@ -25,11 +32,11 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_l2t import losses
+from keras_l2t import distribute, losses, precision
 from keras_l2t import pairs as pairs_lib
-from keras_l2t.backbones.backbone import Backbone
 from keras_l2t.layers.feature_matching import FeatureMatching, resize_to
 from keras_l2t.layers.meta_networks import ChannelWeightNetwork, PairWeightNetwork
+from keras_l2t.models.source_target import SourceTargetModel
 from keras_l2t.optimizers.adam import AdamL2
 from keras_l2t.optimizers.sgd import SGD, sgd_momentum_step
 
@@ -37,7 +44,7 @@ TRANSFER_MODES = ("l2t_ww", "l2t_w", "fm")
 
 
 @keras.saving.register_keras_serializable(package="keras_l2t")
-class L2TWW(keras.Model):
+class L2TWW(SourceTargetModel):
     """Transfers from a frozen source `Backbone` to a target `Backbone` (Jang et al., ICML 2019).
 
     `call` returns the target's logits, so `evaluate`, `predict` and export
@@ -80,22 +87,11 @@ class L2TWW(keras.Model):
         pair_weight_init=1.0,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if not isinstance(source, Backbone) or not isinstance(target, Backbone):
-            raise TypeError("source and target must be keras_l2t Backbones (see Backbone.from_keras_model).")
+        super().__init__(source, target, **kwargs)
         if mode not in TRANSFER_MODES:
             raise ValueError(f"mode must be one of {TRANSFER_MODES}, got {mode!r}.")
         if inner_steps < 0 or meta_every < 1 or beta < 0:
             raise ValueError("inner_steps must be >= 0, meta_every >= 1 and beta >= 0.")
-        source_hw, target_hw = source.image_shape[:2], target.image_shape[:2]
-        if None not in source_hw + target_hw and source_hw != target_hw:
-            raise ValueError(
-                f"Source input {source.image_shape} and target input {target.image_shape} differ: both "
-                "networks see the same images, build them for the same input size."
-            )
-        self.source = source
-        self.source.trainable = False
-        self.target = target
         self.pairs = pairs_lib.parse_pairs(pairs, source, target)
         self.mode = mode
         self.beta = float(beta)
@@ -106,6 +102,9 @@ class L2TWW(keras.Model):
         self.pair_weight_init = float(pair_weight_init)
 
         source_channels, target_channels = source.feature_channels, target.feature_channels
+        # The meta-networks are tiny and their gradients are the meta-gradient:
+        # they compute at the variable dtype even under mixed precision.
+        meta_dtype = self.dtype_policy.variable_dtype
         self.matchers = []
         self.channel_weight_nets = []
         self.pair_weight_nets = []
@@ -114,12 +113,13 @@ class L2TWW(keras.Model):
             matcher.build()
             self.matchers.append(matcher)
             if mode in ("l2t_ww", "l2t_w"):
-                what = ChannelWeightNetwork(source_channels[m], name=f"what_{m}_{n}")
+                what = ChannelWeightNetwork(source_channels[m], dtype=meta_dtype, name=f"what_{m}_{n}")
                 what.build((None, source_channels[m]))
                 self.channel_weight_nets.append(what)
             if mode == "l2t_ww":
                 where = PairWeightNetwork(
-                    source_channels[m], pair_weight_activation, pair_weight_init, name=f"where_{m}_{n}"
+                    source_channels[m], pair_weight_activation, pair_weight_init, dtype=meta_dtype,
+                    name=f"where_{m}_{n}",
                 )
                 where.build((None, source_channels[m]))
                 self.pair_weight_nets.append(where)
@@ -127,15 +127,13 @@ class L2TWW(keras.Model):
         self.ce_tracker = keras.metrics.Mean(name="ce")
         self.matching_tracker = keras.metrics.Mean(name="matching")
         self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
+        self.meta_gradient_norm_tracker = keras.metrics.Mean(name="meta_gradient_norm")
         self.entropy_tracker = keras.metrics.Mean(name="channel_weight_entropy")
         self.pair_weight_trackers = [keras.metrics.Mean(name=f"lambda_{m}_{n}") for m, n in self.pairs]
         self.meta_optimizer = None
         self.built = True
 
     # ------------------------------------------------------------------ API
-
-    def call(self, inputs, training=None):
-        return self.target(inputs, training=training)
 
     @property
     def uses_meta_learning(self):
@@ -170,7 +168,17 @@ class L2TWW(keras.Model):
             loss: Loss for `evaluate` (default: sparse CE from logits).
             metrics: Metrics (default: accuracy).
             jit_compile: XLA for the steps (default False: slower on CPU, method.md §4.8).
+                Not with a multi-replica `tf.distribute` strategy: XLA cannot
+                compile the look-ahead's cross-replica all-reduces. XLA's
+                max-pool second derivative selects maxima at bfloat16
+                precision, which moves meta-gradients through max-pools by up
+                to ~1 % (BUILD.md).
             **kwargs: Passed to `keras.Model.compile`.
+
+        Under a `tf.distribute` strategy, create and compile the model inside
+        `strategy.scope()`. Under the `mixed_float16` policy Keras wraps
+        `optimizer` in a `LossScaleOptimizer` (`theta_optimizer` is the SGD
+        inside).
         """
         optimizer = SGD(0.1, momentum=0.9, weight_decay=1e-4) if optimizer is None else optimizer
         if not isinstance(optimizer, SGD):
@@ -180,6 +188,11 @@ class L2TWW(keras.Model):
             )
         if meta_optimizer is None and self.uses_meta_learning:
             meta_optimizer = AdamL2(1e-4, weight_decay=1e-4)
+        if jit_compile is True and self.distribute_strategy.num_replicas_in_sync > 1:
+            raise ValueError(
+                "jit_compile=True does not work with a multi-replica tf.distribute strategy: XLA cannot "
+                "compile the cross-replica all-reduces of the look-ahead (method.md §4.8). Use one or the other."
+            )
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         if metrics is None:
@@ -192,14 +205,15 @@ class L2TWW(keras.Model):
         if self.meta_optimizer is not None:
             self.meta_optimizer.build(self.meta_variables)
 
+    @property
+    def theta_optimizer(self):
+        """θ's `keras_l2t.optimizers.SGD`, unwrapped from Keras' `LossScaleOptimizer` (mixed_float16)."""
+        return getattr(self.optimizer, "inner_optimizer", self.optimizer)
+
     def get_compile_config(self):
         config = super().get_compile_config() or {}
         config["meta_optimizer"] = keras.saving.serialize_keras_object(self.meta_optimizer)
         return config
-
-    def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
 
     def transfer_weights(self, x):
         """Meta-network outputs on images x: {"pairs", "channel_weights", "pair_weights"} (lists per pair)."""
@@ -212,15 +226,23 @@ class L2TWW(keras.Model):
         return self._meta_objective_and_gradients(x, y, with_gradients=False)[0]
 
     def meta_gradients(self, x, y):
-        """d meta_objective / d meta_variables (list, same order); changes no state."""
+        """d meta_objective / d meta_variables (list, same order); changes no state.
+
+        In a replica of a `tf.distribute` strategy, each replica returns its
+        share: the shares sum to the gradient of the global-batch objective.
+        """
         return self._meta_objective_and_gradients(x, y, with_gradients=True)[1]
 
     # ------------------------------------------------------------ internals
 
     def _source_statistics(self, x):
-        """Per-pair source maps resized to their target tap, and per-pair pooled sources."""
+        """Per-pair source maps resized to their target tap, and per-pair pooled sources.
+
+        At least float32: a mixed-precision source's 16-bit features are cast
+        up once here, so matching losses and meta-networks see float32.
+        """
         _, features = self.source(x, training=False, return_features=True)
-        features = [ops.stop_gradient(f) for f in features]
+        features = [losses.at_least_float32(ops.stop_gradient(f)) for f in features]
         target_shapes = self.target.feature_shapes
         maps, pooled = [], []
         for m, n in self.pairs:
@@ -257,7 +279,7 @@ class L2TWW(keras.Model):
         return logits, matching, new_non_trainable
 
     def _sgd_step(self, theta, grads, buffers, learning_rate):
-        optimizer = self.optimizer
+        optimizer = self.theta_optimizer
         return sgd_momentum_step(
             theta, grads, buffers, learning_rate, optimizer.momentum, optimizer.coupled_weight_decay
         )
@@ -278,7 +300,9 @@ class L2TWW(keras.Model):
                     evaluated_at, non_trainable, x, statistics, channel_weights, pair_weights, with_matching
                 )
                 inner_loss = matching if with_matching else losses.cross_entropy(y, logits)
-            grads = inner_tape.gradient(inner_loss, evaluated_at)
+            # Under tf.distribute: the gradient of the global-batch loss, on
+            # every replica (a per-replica look-ahead is another estimator).
+            grads = distribute.all_reduce_mean(inner_tape.gradient(inner_loss, evaluated_at))
             return self._sgd_step(theta, grads, buffers, learning_rate)
 
         for _ in range(self.inner_steps):
@@ -289,7 +313,7 @@ class L2TWW(keras.Model):
 
     def _current_state(self):
         theta = [tf.convert_to_tensor(v) for v in self.theta_variables]
-        buffers = [tf.convert_to_tensor(self.optimizer.momentum_buffer(v)) for v in self.theta_variables]
+        buffers = [tf.convert_to_tensor(self.theta_optimizer.momentum_buffer(v)) for v in self.theta_variables]
         non_trainable = [tf.convert_to_tensor(v) for v in self.target.non_trainable_variables]
         return theta, buffers, non_trainable
 
@@ -299,14 +323,26 @@ class L2TWW(keras.Model):
             meta_outputs = self._meta_outputs(statistics)
         return meta_outputs, phi_tape
 
+    def _look_ahead_layers(self):
+        """The layers the look-ahead runs: kept at full precision under mixed precision."""
+        layers = list(self.target._flatten_layers())  # pylint: disable=protected-access
+        for matcher in self.matchers:
+            layers += list(matcher._flatten_layers())  # pylint: disable=protected-access
+        return layers
+
     def _meta_objective_and_gradients(
-        self, x, y, with_gradients, statistics=None, meta_outputs=None, phi_tape=None, learning_rate=None
+        self, x, y, with_gradients, statistics=None, meta_outputs=None, phi_tape=None, learning_rate=None,
+        scale_loss=None,
     ):
         """The outer loss after the look-ahead and (optionally) its gradient with respect to φ.
 
         Backpropagation runs in two stages: through the look-ahead to the
         meta-network outputs (w, λ), then from them to φ through `phi_tape`, so
-        the meta-networks are evaluated once per batch.
+        the meta-networks are evaluated once per batch. The look-ahead runs at
+        the variable dtype even under mixed precision (method.md §4.8: a 16-bit
+        look-ahead moves the meta-gradient by 6-15 %), so it needs no loss
+        scaling. Under R replicas the differentiated objective is divided by R
+        (Keras sums the replicas' gradients), then by `scale_loss` if given.
         """
         if not self.uses_meta_learning:
             raise ValueError("mode='fm' has no meta-networks and no meta-objective.")
@@ -320,21 +356,57 @@ class L2TWW(keras.Model):
         flat_outputs = [t for group in meta_outputs if group is not None for t in group]
         with tf.GradientTape() as meta_tape:
             meta_tape.watch(flat_outputs)
-            objective = self._look_ahead_objective(
-                x, y, statistics, meta_outputs, theta, buffers, non_trainable, ops.cast(learning_rate, theta[0].dtype)
-            )
+            with precision.full_precision(self._look_ahead_layers()):
+                objective = self._look_ahead_objective(
+                    x, y, statistics, meta_outputs, theta, buffers, non_trainable,
+                    ops.cast(learning_rate, theta[0].dtype),
+                )
+            differentiated = distribute.scale_for_apply(objective)
+            if scale_loss is not None:
+                differentiated = scale_loss(differentiated)
         if not with_gradients:
             return objective, None
-        output_grads = meta_tape.gradient(objective, flat_outputs, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        output_grads = meta_tape.gradient(
+            differentiated, flat_outputs, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
         return objective, phi_tape.gradient(flat_outputs, self.meta_variables, output_gradients=output_grads)
 
     def _meta_update(self, x, y, statistics, meta_outputs, phi_tape, learning_rate):
+        # scale_loss: a LossScaleOptimizer or loss_scale_factor divides it out again in apply.
         objective, grads = self._meta_objective_and_gradients(
-            x, y, True, statistics, meta_outputs, phi_tape, learning_rate
+            x, y, True, statistics, meta_outputs, phi_tape, learning_rate, scale_loss=self.meta_optimizer.scale_loss
         )
+        # The norm of the whole (summed over replicas, unscaled) meta-gradient.
+        loss_scale = ops.cast(self.meta_optimizer.scale_loss(1.0), grads[0].dtype)
+        gradient_norm = tf.linalg.global_norm(distribute.all_reduce_sum(grads)) / loss_scale
         self.meta_optimizer.apply(grads, self.meta_variables)
         self.meta_loss_tracker.update_state(objective)
+        self.meta_gradient_norm_tracker.update_state(gradient_norm)
         return objective
+
+    def _meta_update_if_due_across_replicas(self, due, x, y, learning_rate):
+        """`meta_every > 1` on several replicas: the meta update only on due steps.
+
+        A `tf.cond` inside a replica cannot hold cross-replica all-reduces, so
+        the condition is taken in cross-replica context (as Keras'
+        `LossScaleOptimizer` does) and the due branch runs the meta update on
+        every replica again; it recomputes the source statistics there.
+        """
+
+        def meta_update(x, y, learning_rate):
+            statistics = self._source_statistics(x)
+            meta_outputs, phi_tape = self._meta_outputs_with_tape(statistics)
+            self._meta_update(x, y, statistics, meta_outputs, phi_tape, learning_rate)
+
+        def merge_fn(strategy, due, x, y, learning_rate):
+            due = strategy.experimental_local_results(due)[0]  # the same on every replica
+            tf.cond(
+                due,
+                lambda: strategy.extended.call_for_each_replica(meta_update, args=(x, y, learning_rate)),
+                lambda: None,
+            )
+
+        distribute.replica_context().merge_call(merge_fn, args=(due, x, y, learning_rate))
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -356,7 +428,8 @@ class L2TWW(keras.Model):
             )
             ce = losses.cross_entropy(y, logits)
             loss = ce + matching
-            scaled_loss = self.optimizer.scale_loss(loss)
+            # 1/R: Keras sums the replicas' gradients; scale_loss: mixed_float16 loss scaling.
+            scaled_loss = self.optimizer.scale_loss(distribute.scale_for_apply(loss))
         grads = tape.gradient(scaled_loss, theta)
         self.optimizer.apply(grads, self.theta_variables)
         for variable, value in zip(self.target.non_trainable_variables, new_non_trainable):
@@ -367,12 +440,15 @@ class L2TWW(keras.Model):
             if self.meta_every == 1:
                 self._meta_update(x, y, statistics, meta_outputs, phi_tape, learning_rate)
             else:
-                step = self.optimizer.iterations - 1
-                tf.cond(
-                    tf.equal(step % self.meta_every, 0),
-                    lambda: self._meta_update(x, y, statistics, meta_outputs, phi_tape, learning_rate),
-                    lambda: tf.constant(0.0, ce.dtype),
-                )
+                due = tf.equal((self.optimizer.iterations - 1) % self.meta_every, 0)
+                if distribute.replica_context() is None:
+                    tf.cond(
+                        due,
+                        lambda: self._meta_update(x, y, statistics, meta_outputs, phi_tape, learning_rate),
+                        lambda: tf.constant(0.0, ce.dtype),
+                    )
+                else:
+                    self._meta_update_if_due_across_replicas(due, x, y, tf.convert_to_tensor(learning_rate))
 
         batch_size = ops.shape(y)[0]
         self._loss_tracker.update_state(loss, sample_weight=batch_size)
@@ -389,16 +465,12 @@ class L2TWW(keras.Model):
                 tracker.update_state(ops.mean(weights))
         return self.compute_metrics(x, y, logits, sample_weight=sample_weight)
 
-    def test_step(self, data):
-        logs = super().test_step(data)
-        training_only = {t.name for t in self._training_trackers()}
-        return {name: value for name, value in logs.items() if name not in training_only}
-
     def _training_trackers(self):
         return [
             self.ce_tracker,
             self.matching_tracker,
             self.meta_loss_tracker,
+            self.meta_gradient_norm_tracker,
             self.entropy_tracker,
             *self.pair_weight_trackers,
         ]
@@ -409,7 +481,9 @@ class L2TWW(keras.Model):
         shown = list(super().metrics)
         hidden = set()
         if not self.uses_meta_learning:
-            hidden.update(id(t) for t in [self.meta_loss_tracker, self.entropy_tracker])
+            hidden.update(
+                id(t) for t in [self.meta_loss_tracker, self.meta_gradient_norm_tracker, self.entropy_tracker]
+            )
         if not self.pair_weight_nets:
             hidden.update(id(t) for t in self.pair_weight_trackers)
         return [m for m in shown if id(m) not in hidden]
@@ -420,8 +494,6 @@ class L2TWW(keras.Model):
         config = super().get_config()
         config.update(
             {
-                "source": keras.saving.serialize_keras_object(self.source),
-                "target": keras.saving.serialize_keras_object(self.target),
                 "pairs": [list(p) for p in self.pairs],
                 "mode": self.mode,
                 "beta": self.beta,
@@ -433,10 +505,3 @@ class L2TWW(keras.Model):
             }
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["source"] = keras.saving.deserialize_keras_object(config["source"])
-        config["target"] = keras.saving.deserialize_keras_object(config["target"])
-        return cls(**config)

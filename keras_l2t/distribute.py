@@ -1,0 +1,105 @@
+"""`tf.distribute` strategies, and the cross-replica arithmetic that keeps L2T-ww exact on them.
+
+`get_strategy` picks one of: the default (one device), `mirrored` (all local
+GPUs, or a list of devices) and `multi_worker` (`TF_CONFIG`-driven). Build and
+compile the model under `strategy.scope()`; Keras' `fit` then splits every
+global batch into per-replica batches itself.
+
+A step split over R replicas equals the one-device step on the global batch
+only if (method.md §4.8):
+- losses whose gradients go to `optimizer.apply` are scaled by 1/R, because
+  Keras sums gradients across replicas (`scale_for_apply`);
+- the look-ahead's inner gradients are all-reduced (MEAN) before each inner
+  SGD step (`all_reduce_mean`; differentiable, so the meta-gradient stays
+  exact): a per-replica look-ahead is a different estimator;
+- BatchNorm batch moments are all-reduced (`keras_l2t.layers.BatchNormalization`).
+All three are exact for equal per-replica batches (the pipelines drop the last
+partial batch).
+"""
+
+import tensorflow as tf
+
+STRATEGIES = ("default", "mirrored", "multi_worker")
+_multi_worker = None
+
+
+def get_strategy(name="default", devices=None):
+    """The `tf.distribute.Strategy` called `name`.
+
+    Args:
+        name: "default" (the current strategy: one device unless a scope is
+            open), "mirrored" (synchronous data parallelism on one machine) or
+            "multi_worker" (synchronous data parallelism over the workers that
+            the `TF_CONFIG` environment variable describes).
+        devices: For "mirrored" only: device names such as
+            `["/gpu:0", "/gpu:1"]`; default all local GPUs (or the CPU).
+
+    Example:
+    ```python
+    strategy = keras_l2t.distribute.get_strategy("mirrored")
+    with strategy.scope():
+        model = keras_l2t.L2TWW(source, target)
+        model.compile()
+    model.fit(train_ds)  # train_ds yields global batches
+    ```
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
+    if devices and name != "mirrored":
+        raise ValueError(f"devices apply to the mirrored strategy only (got strategy {name!r}).")
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
+    if name == "multi_worker":
+        # One per process: TF configures its collectives once (create it before other TF work).
+        global _multi_worker  # pylint: disable=global-statement
+        if _multi_worker is None:
+            _multi_worker = tf.distribute.MultiWorkerMirroredStrategy()
+        return _multi_worker
+    return tf.distribute.get_strategy()
+
+
+def num_replicas_in_sync():
+    """R: the replicas a step is split over (1 outside any strategy)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def replica_context():
+    """The replica context while running in one of several replicas, else None."""
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync <= 1:
+        return None
+    return context
+
+
+def _all_reduce(reduce_op, tensors):
+    tensors = list(tensors)
+    context = replica_context()
+    present = [i for i, t in enumerate(tensors) if t is not None]
+    if context is None or not present:
+        return tensors
+    reduced = context.all_reduce(reduce_op, [tensors[i] for i in present])
+    for i, value in zip(present, reduced):
+        tensors[i] = value
+    return tensors
+
+
+def all_reduce_mean(tensors):
+    """Each tensor averaged over the replicas (None kept); identity on one replica.
+
+    Differentiable: its gradient is the MEAN all-reduce of the incoming
+    gradients, so second-order meta-gradients pass through it.
+    """
+    return _all_reduce(tf.distribute.ReduceOp.MEAN, tensors)
+
+
+def all_reduce_sum(tensors):
+    """Each tensor summed over the replicas (None kept); identity on one replica. Differentiable."""
+    return _all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+
+def scale_for_apply(loss):
+    """`loss / R`: a per-replica mean loss whose gradients Keras will sum across the R replicas."""
+    replicas = num_replicas_in_sync()
+    return loss if replicas == 1 else loss * (1.0 / replicas)

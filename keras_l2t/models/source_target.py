@@ -1,0 +1,69 @@
+"""`SourceTargetModel`: what every transfer model shares (a frozen source, a target, their config)."""
+
+import keras
+
+from keras_l2t.backbones.backbone import Backbone
+
+
+def check_source_and_target(source, target):
+    """Raises unless both are `Backbone`s built for the same input size (both see the same images)."""
+    if not isinstance(source, Backbone) or not isinstance(target, Backbone):
+        raise TypeError("source and target must be keras_l2t Backbones (see Backbone.from_keras_model).")
+    source_hw, target_hw = source.image_shape[:2], target.image_shape[:2]
+    if None not in source_hw + target_hw and source_hw != target_hw:
+        raise ValueError(
+            f"Source input {source.image_shape} and target input {target.image_shape} differ: both "
+            "networks see the same images, build them for the same input size."
+        )
+
+
+@keras.saving.register_keras_serializable(package="keras_l2t")
+class SourceTargetModel(keras.Model):
+    """Base of the models that train a target `Backbone` with knowledge from a frozen source `Backbone`.
+
+    It freezes the source, makes `call` return the target's logits (so
+    `evaluate`, `predict` and export behave as for the target alone),
+    (de)serialises both networks, and keeps training-only trackers (listed by
+    `_training_trackers`) out of `evaluate`'s logs. Subclasses add their
+    losses, `train_step`, `compile` and config entries.
+
+    Args:
+        source: Pretrained source `Backbone`; frozen (never trained).
+        target: Target `Backbone` to train.
+    """
+
+    def __init__(self, source, target, **kwargs):
+        super().__init__(**kwargs)
+        check_source_and_target(source, target)
+        self.source = source
+        self.source.trainable = False
+        self.target = target
+
+    def call(self, inputs, training=None):
+        return self.target(inputs, training=training)
+
+    def compile_from_config(self, config):
+        # Keras' own skips models that override `compile`, as subclasses do.
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    def _training_trackers(self):
+        """Trackers that only `train_step` updates (hidden from `evaluate`)."""
+        return []
+
+    def test_step(self, data):
+        logs = super().test_step(data)
+        training_only = {t.name for t in self._training_trackers()}
+        return {name: value for name, value in logs.items() if name not in training_only}
+
+    def get_config(self):
+        config = super().get_config()
+        config["source"] = keras.saving.serialize_keras_object(self.source)
+        config["target"] = keras.saving.serialize_keras_object(self.target)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["source"] = keras.saving.deserialize_keras_object(config["source"])
+        config["target"] = keras.saving.deserialize_keras_object(config["target"])
+        return cls(**config)
