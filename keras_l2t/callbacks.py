@@ -1,12 +1,17 @@
-"""Callbacks: the paper's model-selection protocol, and TensorBoard views of what is transferred."""
+"""Callbacks: the paper's model-selection protocol, a guard against numerical faults, a
+resumable CSV history, and TensorBoard views of what is transferred."""
 
+import csv
 import io
+import math
+import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_l2t.models import L2TWW
+from keras_l2t.checkpointing import NonFiniteError
+from keras_l2t.models import SourceTargetModel
 
 
 class BestValidationTracker(keras.callbacks.Callback):
@@ -22,11 +27,12 @@ class BestValidationTracker(keras.callbacks.Callback):
     Args:
         test_data: A `tf.data.Dataset` of (images, labels) batches.
         checkpoint_path: Where to save the best target network (`.keras`; for
-            an `L2TWW`, its `target`), or None.
+            a `SourceTargetModel` such as `L2TWW`, its `target`), or None.
         monitor: The validation metric to maximise.
 
     Attributes after `fit`: `best_val_accuracy`, `best_epoch` (1-based),
-    `test_accuracy_at_best_val`, `epochs_completed`.
+    `test_accuracy_at_best_val`, `epochs_completed`; `get_state`/`set_state`
+    carry them across a resumed run. The checkpoint is written atomically.
     """
 
     def __init__(self, test_data, checkpoint_path=None, monitor="val_accuracy"):
@@ -56,8 +62,84 @@ class BestValidationTracker(keras.callbacks.Callback):
         self.test_accuracy_at_best_val = float(test_logs["accuracy"])
         logs["test_accuracy"] = self.test_accuracy_at_best_val
         if self.checkpoint_path:
-            target = self.model.target if isinstance(self.model, L2TWW) else self.model
-            target.save(self.checkpoint_path)
+            wrapped = isinstance(self.model, SourceTargetModel)
+            target = self.model.target if wrapped else self.model
+            tmp = f"{self.checkpoint_path[: -len('.keras')]}.tmp{os.getpid()}.keras"
+            target.save(tmp)
+            os.replace(tmp, self.checkpoint_path)
+
+    def get_state(self):
+        names = ("best_val_accuracy", "best_epoch", "test_accuracy_at_best_val", "epochs_completed")
+        return {name: getattr(self, name) for name in names}
+
+    def set_state(self, state):
+        for name, value in state.items():
+            setattr(self, name, value)
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stops training at the first step whose loss components are not finite.
+
+    After every batch it checks the logged losses (for an `L2TWW`: `ce`,
+    `matching`, `meta_loss` and `meta_gradient_norm`, else `loss`) and raises
+    `NonFiniteError` naming the step, the non-finite components and the last good
+    checkpoint, before any later callback could save the broken state.
+
+    Args:
+        describe_checkpoint: Callable returning a description of the last good
+            checkpoint for the message (e.g. its path and epoch).
+    """
+
+    COMPONENTS = ("ce", "matching", "meta_loss", "meta_gradient_norm", "at", "lwf", "loss")
+
+    def __init__(self, describe_checkpoint=lambda: "none"):
+        super().__init__()
+        self.describe_checkpoint = describe_checkpoint
+
+    def on_train_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        bad = [
+            f"{name}={float(logs[name])}"
+            for name in self.COMPONENTS
+            if name in logs and not math.isfinite(float(logs[name]))
+        ]
+        if not bad:
+            return
+        step = int(self.model.optimizer.iterations.numpy())
+        raise NonFiniteError(
+            f"training stopped at step {step} (batch {batch + 1} of this epoch): non-finite "
+            f"{', '.join(bad)}. Last good checkpoint: {self.describe_checkpoint()}. Try a lower --lr "
+            "(or --meta_lr, --beta)."
+        )
+
+
+class ResumableCSVLogger(keras.callbacks.CSVLogger):
+    """`CSVLogger` that, appending to an existing history, keeps that file's columns.
+
+    Keras picks the columns from the first epoch a process logs; a resumed run
+    whose first epoch lacks a key (e.g. `test_accuracy`, logged only on
+    improvement) would otherwise append rows that do not match the header.
+    `truncate(epochs)` drops rows of epochs that a resumed run will redo.
+    """
+
+    def __init__(self, filename, separator=","):
+        super().__init__(filename, separator=separator, append=True)
+
+    def truncate(self, epochs):
+        if not os.path.exists(self.filename):
+            return
+        with open(self.filename, encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f, delimiter=self.sep))
+        with open(self.filename, "w", encoding="utf-8", newline="") as f:
+            csv.writer(f, delimiter=self.sep).writerows(rows[: 1 + epochs])
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        if os.path.exists(self.filename):
+            with open(self.filename, encoding="utf-8", newline="") as f:
+                header = next(csv.reader(f, delimiter=self.sep), None)
+            if header:
+                self.keys = [k for k in header if k != "epoch"]
 
 
 def pair_weight_matrix(pairs, pair_weights):

@@ -5,23 +5,30 @@
 """
 
 import dataclasses
-import json
 import os
 import platform
+import shutil
 import time
 
 import keras
 import tensorflow as tf
 
 from keras_l2t import backbones
+from keras_l2t import checkpointing
 from keras_l2t import data as data_lib
+from keras_l2t import distribute, precision
 from keras_l2t import optimizers
 from keras_l2t import source_models
-from keras_l2t.callbacks import BestValidationTracker, TransferMonitor
-from keras_l2t.models import L2TWW
+from keras_l2t.callbacks import BestValidationTracker, NonFiniteGuard, ResumableCSVLogger, TransferMonitor
+from keras_l2t.models import L2TWW, HandCraftedTransfer
+from keras_l2t.models.hand_crafted import HAND_CRAFTED_METHODS
 
-TRANSFER_METHODS = ("fm", "l2t_w", "l2t_ww")
+L2T_METHODS = ("fm", "l2t_w", "l2t_ww")
+# The methods that need a source network (the rows of method.md §5 after scratch).
+TRANSFER_METHODS = HAND_CRAFTED_METHODS + L2T_METHODS
 METHODS = ("scratch",) + TRANSFER_METHODS
+# Pairs where `pairs` is left None: all-to-all for matching, same-stage for attention transfer.
+DEFAULT_PAIRS = {"fm": "all", "l2t_w": "all", "l2t_ww": "all", "at": "one_to_one", "lwf_at": "one_to_one"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,15 +51,26 @@ class ExperimentConfig:
     steps_per_epoch: int | None = None
     classes: tuple[int, ...] | None = None
     train_examples_per_class: int | None = None
-    # Transfer (methods fm, l2t_w, l2t_ww):
+    skip_unreadable_images: bool = False
+    # Transfer (every method but scratch):
     source: str | None = None
-    pairs: str = "all"
+    pairs: str | None = None  # None: DEFAULT_PAIRS of the method
     beta: float = 0.5
     inner_steps: int = 2
     meta_lr: float = 1e-4
     meta_weight_decay: float = 1e-4
     first_order: bool = False
     meta_every: int = 1
+    # Hand-crafted baselines (at, lwf, lwf_at), the values of the papers that introduced them:
+    at_weight: float = 1e3  # β of attention transfer (Zagoruyko & Komodakis, 2017)
+    lwf_weight: float = 1.0  # λ_o of LwF (Li & Hoiem, 2016)
+    lwf_temperature: float = 2.0  # T of LwF
+    deterministic: bool = False  # TF op determinism: bit-identical reruns and resumptions
+    # Devices and precision (BUILD.md "Multi-GPU, mixed precision, XLA"); batch_size stays the global batch:
+    strategy: str = "default"  # distribute.STRATEGIES: default (one device), mirrored, multi_worker
+    devices: tuple[str, ...] | None = None  # mirrored only: e.g. ("/gpu:0", "/gpu:1"); default all GPUs
+    mixed_precision: str | None = None  # precision.MIXED_PRECISION_POLICIES, or None (float32)
+    jit_compile: bool = False  # XLA for the training step (not with a multi-replica strategy)
     verbose: int | str = "auto"
 
     def __post_init__(self):
@@ -75,6 +93,23 @@ class ExperimentConfig:
             raise ValueError("meta_lr, meta_weight_decay, beta and inner_steps must be >= 0.")
         if self.meta_every < 1:
             raise ValueError(f"meta_every must be >= 1, got {self.meta_every}.")
+        if self.at_weight < 0 or self.lwf_weight < 0 or self.lwf_temperature <= 0:
+            raise ValueError("at_weight and lwf_weight must be >= 0, lwf_temperature > 0.")
+        if self.strategy not in distribute.STRATEGIES:
+            raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}.")
+        if self.devices and self.strategy != "mirrored":
+            raise ValueError("devices apply to strategy='mirrored' only.")
+        if self.mixed_precision not in (None,) + precision.MIXED_PRECISION_POLICIES:
+            raise ValueError(
+                f"mixed_precision must be one of {precision.MIXED_PRECISION_POLICIES} or None, "
+                f"got {self.mixed_precision!r}."
+            )
+        if self.jit_compile and self.strategy != "default":
+            raise ValueError(
+                "jit_compile does not work with a multi-device strategy (XLA cannot compile its all-reduces)."
+            )
+        if self.pairs is None and self.method in DEFAULT_PAIRS:
+            object.__setattr__(self, "pairs", DEFAULT_PAIRS[self.method])
 
 
 def versions():
@@ -93,13 +128,6 @@ def versions():
     }
 
 
-def _write_json(path, payload):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def target_optimizer(config, steps_per_epoch):
     """The official target optimizer: PyTorch SGD under the per-epoch cosine schedule."""
     schedule = optimizers.EpochCosineDecay(config.lr, config.epochs, steps_per_epoch)
@@ -107,7 +135,26 @@ def target_optimizer(config, steps_per_epoch):
 
 
 def build_model(config, splits, steps_per_epoch):
-    """The compiled model of `config.method`: the target alone, or an `L2TWW` around it."""
+    """The compiled model of `config.method`: the target alone, or a `HandCraftedTransfer` or `L2TWW` around it.
+
+    Built, compiled and its optimizer's slots created under `config.strategy`'s
+    scope and `config.mixed_precision`'s dtype policy; Keras' `fit` then splits
+    each global batch of `config.batch_size` over the replicas.
+    """
+    strategy = distribute.get_strategy(config.strategy, config.devices)
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(
+            f"batch_size {config.batch_size} (the global batch) must be a multiple of the "
+            f"{strategy.num_replicas_in_sync} replicas: unequal per-replica batches are not exact."
+        )
+    with strategy.scope(), precision.global_dtype_policy(config.mixed_precision):
+        model = _build_model(config, splits, steps_per_epoch)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)  # its slots, under the strategy's scope
+    return model
+
+
+def _build_model(config, splits, steps_per_epoch):
     image_size = splits.image_size
     target = backbones.get_backbone(
         config.target,
@@ -120,9 +167,22 @@ def build_model(config, splits, steps_per_epoch):
             optimizer=target_optimizer(config, steps_per_epoch),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+            jit_compile=config.jit_compile,
         )
         return target
     source = source_models.load_source(config.source, image_size)
+    if config.method in HAND_CRAFTED_METHODS:
+        model = HandCraftedTransfer(
+            source,
+            target,
+            method=config.method,
+            pairs=config.pairs,  # None for lwf, which has no pairs
+            at_weight=config.at_weight,
+            lwf_weight=config.lwf_weight,
+            temperature=config.lwf_temperature,
+        )
+        model.compile(optimizer=target_optimizer(config, steps_per_epoch), jit_compile=config.jit_compile)
+        return model
     model = L2TWW(
         source,
         target,
@@ -136,18 +196,50 @@ def build_model(config, splits, steps_per_epoch):
     meta_optimizer = None
     if model.uses_meta_learning:
         meta_optimizer = optimizers.AdamL2(config.meta_lr, weight_decay=config.meta_weight_decay)
-    model.compile(optimizer=target_optimizer(config, steps_per_epoch), meta_optimizer=meta_optimizer)
+    model.compile(
+        optimizer=target_optimizer(config, steps_per_epoch), meta_optimizer=meta_optimizer,
+        jit_compile=config.jit_compile,
+    )
     return model
 
 
-def run_experiment(config):
-    """Trains per `config`; returns the results it also writes to `model_dir`.
+def _describe_checkpoint(model_dir):
+    found = checkpointing.latest_checkpoint(model_dir)
+    if found is None:
+        return "none (no epoch had finished, so nothing was saved)"
+    directory, state = found
+    return f"{directory} (after epoch {state['epochs_completed']})"
 
-    Writes flags.json (once data and model are built), history.csv, tensorboard/, best_target.keras
-    (the target at the best validation epoch) and results.json (at the end).
+
+def run_experiment(config, *, overwrite=False, callbacks=()):
+    """Trains per `config`, resuming from `model_dir` if it holds the same run; returns the results.
+
+    Writes flags.json (once data and model are built), history.csv,
+    tensorboard/, best_target.keras (the target at the best validation epoch),
+    ckpt-*/ + checkpoint.json (the full state after the last epoch) and
+    results.json (at the end). Rerunning after an interruption continues from
+    the last checkpoint; rerunning a finished run returns its results.
+
+    Args:
+        config: The `ExperimentConfig`.
+        overwrite: Start over even if model_dir holds a run (with other flags).
+        callbacks: Extra Keras callbacks (run before the checkpoint is written).
+
+    Raises:
+        checkpointing.RunDirectoryError: model_dir is in use, or holds a run with
+            other flags (and not `overwrite`), or is not a run directory.
+        checkpointing.NonFiniteError: a loss, meta-gradient or variable became
+            non-finite; the last good checkpoint is kept.
     """
     start = time.time()
+    run_dir = checkpointing.RunDirectory(config.model_dir)
+    defaults = dataclasses.asdict(ExperimentConfig(model_dir=config.model_dir))
+    run_dir.check_flags(dataclasses.asdict(config), defaults, overwrite)
+    if run_dir.finished and not overwrite:
+        return checkpointing.read_json(run_dir.file(checkpointing.RESULTS_FILE))
     keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
     splits = data_lib.load_dataset(
         config.dataset,
@@ -157,70 +249,85 @@ def run_experiment(config):
         seed=config.seed,
         classes=config.classes,
         train_examples_per_class=config.train_examples_per_class,
+        skip_unreadable_images=config.skip_unreadable_images,
     )
-    train_data = splits.train
-    steps_per_epoch = splits.num_train // config.batch_size
-    if config.steps_per_epoch is not None:
-        steps_per_epoch = config.steps_per_epoch
-        train_data = train_data.repeat()
-
+    steps_per_epoch = config.steps_per_epoch or splits.num_train // config.batch_size
     model = build_model(config, splits, steps_per_epoch)
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)  # so that a checkpoint restores its slots
+
     # Only now, with data and model in hand, does the run leave files behind.
-    os.makedirs(config.model_dir, exist_ok=True)
-    _write_json(os.path.join(config.model_dir, "flags.json"), dataclasses.asdict(config))
-    tracker = BestValidationTracker(
-        splits.test, checkpoint_path=os.path.join(config.model_dir, "best_target.keras")
-    )
-    log_dir = os.path.join(config.model_dir, "tensorboard")
-    callbacks = [
-        tracker,  # first: adds test_accuracy to the logs the others record
-        keras.callbacks.CSVLogger(os.path.join(config.model_dir, "history.csv")),
-        keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
-    ]
-    if isinstance(model, L2TWW) and model.uses_meta_learning:
-        callbacks.append(TransferMonitor(next(iter(splits.val))[0], os.path.join(log_dir, "transfer")))
-    model.fit(
-        train_data,
-        validation_data=splits.val,
-        epochs=config.epochs,
-        steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
-    final_test = model.evaluate(splits.test, verbose=0, return_dict=True)["accuracy"]
-    results = {
-        "method": config.method,
-        "dataset": config.dataset,
-        "target": config.target,
-        "source": config.source if config.method in TRANSFER_METHODS else None,
-        "pairs": config.pairs if config.method in TRANSFER_METHODS else None,
-        "width": config.width,
-        "image_size": splits.image_size,
-        "num_train": splits.num_train,
-        "num_val": splits.num_val,
-        "num_test": splits.num_test,
-        "epochs_completed": tracker.epochs_completed,
-        "best_val_accuracy": tracker.best_val_accuracy,
-        "best_epoch": tracker.best_epoch,
-        "test_accuracy_at_best_val": tracker.test_accuracy_at_best_val,
-        "final_test_accuracy": float(final_test),
-        "seed": config.seed,
-        "wall_seconds": round(time.time() - start, 2),
-        "versions": versions(),
-    }
-    _write_json(os.path.join(config.model_dir, "results.json"), results)
+    with run_dir:
+        run_dir.check_flags(dataclasses.asdict(config), defaults, overwrite)  # again, under the lock
+        if overwrite:
+            run_dir.clear()
+        checkpointing.write_json(run_dir.file(checkpointing.FLAGS_FILE), dataclasses.asdict(config))
+        tracker = BestValidationTracker(splits.test, checkpoint_path=run_dir.file("best_target.keras"))
+        history = ResumableCSVLogger(run_dir.file("history.csv"))
+        checkpoint = checkpointing.TrainingCheckpoint(
+            config.model_dir, stateful_callbacks=[tracker], linked_files=["best_target.keras"]
+        )
+        checkpoint.set_model(model)
+        initial_epoch = checkpoint.restore()
+        history.truncate(initial_epoch)
+        if initial_epoch:
+            print(f"Resuming {config.model_dir} after epoch {initial_epoch} of {config.epochs}.")
+        log_dir = run_dir.file("tensorboard")
+        all_callbacks = [
+            NonFiniteGuard(lambda: _describe_checkpoint(config.model_dir)),
+            tracker,  # before the loggers: adds test_accuracy to the logs they record
+            history,
+            keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
+        ]
+        if isinstance(model, L2TWW) and model.uses_meta_learning:
+            all_callbacks.append(TransferMonitor(next(iter(splits.val))[0], os.path.join(log_dir, "transfer")))
+        all_callbacks += [*callbacks, checkpoint]  # the checkpoint last: it saves what the others did
+        if initial_epoch < config.epochs:
+            model.fit(
+                splits.train_epochs(initial_epoch, config.epochs - initial_epoch, steps_per_epoch),
+                validation_data=splits.val,
+                initial_epoch=initial_epoch,
+                epochs=config.epochs,
+                steps_per_epoch=steps_per_epoch,
+                callbacks=all_callbacks,
+                verbose=config.verbose,
+            )
+        final_test = model.evaluate(splits.test, verbose=0, return_dict=True)["accuracy"]
+        results = {
+            "method": config.method,
+            "dataset": config.dataset,
+            "target": config.target,
+            "source": config.source if config.method in TRANSFER_METHODS else None,
+            "pairs": config.pairs if config.method in TRANSFER_METHODS else None,
+            "width": config.width,
+            "image_size": splits.image_size,
+            "num_train": splits.num_train,
+            "num_val": splits.num_val,
+            "num_test": splits.num_test,
+            "epochs_completed": tracker.epochs_completed,
+            "best_val_accuracy": tracker.best_val_accuracy,
+            "best_epoch": tracker.best_epoch,
+            "test_accuracy_at_best_val": tracker.test_accuracy_at_best_val,
+            "final_test_accuracy": float(final_test),
+            "seed": config.seed,
+            "resumed_after_epoch": initial_epoch,
+            "wall_seconds": round(time.time() - start, 2),
+            "versions": versions(),
+        }
+        checkpointing.write_json(run_dir.file(checkpointing.RESULTS_FILE), results)
     return results
 
 
-def pretrain_source(config):
+def pretrain_source(config, *, overwrite=False):
     """Trains a source backbone from scratch per `config` (method "scratch"); returns its .keras path.
 
-    The best-validation network is copied to `model_dir/source.keras`. If that
-    file exists already, it is reused without training.
+    The best-validation network is copied to `model_dir/source.keras`. A
+    finished pretraining with the same flags is reused; an interrupted one resumes.
     """
     path = os.path.join(config.model_dir, "source.keras")
-    if os.path.exists(path):
-        return path
-    run_experiment(dataclasses.replace(config, method="scratch"))
-    os.replace(os.path.join(config.model_dir, "best_target.keras"), path)
+    run_experiment(dataclasses.replace(config, method="scratch"), overwrite=overwrite)
+    if not os.path.exists(path):
+        tmp = f"{path[: -len('.keras')]}.tmp{os.getpid()}.keras"
+        shutil.copyfile(os.path.join(config.model_dir, "best_target.keras"), tmp)
+        os.replace(tmp, path)
     return path

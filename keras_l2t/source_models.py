@@ -79,8 +79,9 @@ def load_source(spec, image_size):
         try:
             source = keras.saving.load_model(spec, compile=False)
         except Exception as error:  # pylint: disable=broad-except
+            reason = (str(error).strip().splitlines() or [""])[0][:200]
             raise SourceUnavailableError(
-                f"Source checkpoint {spec!r} could not be loaded ({type(error).__name__}: {error}). "
+                f"Source checkpoint {spec!r} could not be loaded ({type(error).__name__}: {reason}). "
                 "Is it a complete .keras file saved by keras_l2t?"
             ) from error
         if not isinstance(source, Backbone):

@@ -202,6 +202,27 @@ def test_digits_training_stream_shapes_and_determinism():
     assert not np.array_equal(x.numpy(), next(iter(other.train))[0].numpy())
 
 
+def test_training_stream_keyed_by_epoch_resumes_exactly():
+    data = load_dataset("digits", batch_size=32, seed=4)
+    from_start = [x.numpy() for x, _ in data.train_epochs(0, 3, 4)]
+    from_epoch_2 = [x.numpy() for x, _ in data.train_epochs(2, 1, 4)]
+    assert len(from_start) == 12 and len(from_epoch_2) == 4
+    for a, b in zip(from_start[8:], from_epoch_2):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(from_start[0], from_start[4])  # epochs differ
+    again = load_dataset("digits", batch_size=32, seed=4).train_epochs(1, 1, 4)
+    np.testing.assert_array_equal(next(iter(again))[0].numpy(), from_start[4])
+
+    # Without augmentation, a full epoch is a permutation of the training set (minus the partial batch).
+    plain = load_dataset("digits", image_size=8, batch_size=32, eval_batch_size=256, augment=False)
+    train_x = _unbatch(load_dataset("digits", image_size=8, batch_size=1, augment=False).train)[0]
+    epoch_x, epoch_y = _unbatch(plain.train_epochs(5, 1))
+    assert len(epoch_y) == (plain.num_train // 32) * 32
+    assert not _image_keys(epoch_x) - _image_keys(train_x)  # a sub-multiset: nothing repeated
+    assert len(set(_image_keys(epoch_x).values()) - {1}) <= 1  # (digits has a few duplicate images)
+    assert not np.array_equal(epoch_y, _unbatch(plain.train_epochs(6, 1))[1])
+
+
 def test_digits_classes_and_examples_per_class():
     full = load_dataset("digits", image_size=8, batch_size=10, eval_batch_size=512, augment=False)
     subset = load_dataset(

@@ -6,7 +6,9 @@ import os
 from absl import flags
 
 from keras_l2t import backbones
+from keras_l2t.distribute import STRATEGIES
 from keras_l2t.experiment import METHODS, TRANSFER_METHODS, ExperimentConfig
+from keras_l2t.precision import MIXED_PRECISION_POLICIES
 from keras_l2t.source_models import NAMED_SOURCES
 from train import presets
 
@@ -31,6 +33,30 @@ def define_common_flags():
     flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (smoke runs).")
     flags.DEFINE_list("classes", None, "Keep only these class ids (relabelled 0..k-1 in this order).")
     flags.DEFINE_integer("train_examples_per_class", None, "Keep N training images per class (limited data).")
+    flags.DEFINE_bool(
+        "skip_unreadable_images", False,
+        "Folder datasets: leave out files that are not images (each is logged) instead of stopping.",
+    )
+    flags.DEFINE_bool(
+        "deterministic", False,
+        "Bit-reproducible runs (and resumptions): TF op determinism on top of the fixed seeds. Slower.",
+    )
+    flags.DEFINE_bool(
+        "overwrite", False,
+        "Start over in a --model_dir that holds a run (finished, interrupted, or with other flags).",
+    )
+    flags.DEFINE_bool("show_traceback", False, "On bad input, raise with the traceback instead of a short error.")
+    flags.DEFINE_enum(
+        "strategy", "default", list(STRATEGIES),
+        "default: one device; mirrored: all local GPUs (or --devices); multi_worker: the workers of TF_CONFIG. "
+        "--batch_size stays the global batch, split evenly over the replicas.",
+    )
+    flags.DEFINE_list("devices", None, "With --strategy=mirrored: devices to use, e.g. /gpu:0,/gpu:1.")
+    flags.DEFINE_enum(
+        "mixed_precision", None, list(MIXED_PRECISION_POLICIES),
+        "16-bit compute for the networks' training step (losses, meta-networks, look-ahead stay float32).",
+    )
+    flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step (one device only; slower on CPU).")
 
 
 def define_flags():
@@ -53,18 +79,29 @@ def define_flags():
     flags.DEFINE_list("source_classes", None, "Classes an auto source is pretrained on.")
     flags.DEFINE_integer("source_epochs", None, "Epochs of auto-source pretraining (default: --epochs).")
     flags.DEFINE_integer("source_batch_size", None, "Batch size of auto-source pretraining (default: --batch_size).")
-    flags.DEFINE_string("pairs", "all", "Pairs source-target: all, one_to_one, single, or m-n,m-n,...")
+    flags.DEFINE_string(
+        "pairs", None,
+        "Pairs source-target: all, one_to_one, single, or m-n,m-n,... (default: all for fm, l2t_w, "
+        "l2t_ww; one_to_one for at, lwf_at).",
+    )
     flags.DEFINE_integer("inner_steps", 2, "T: look-ahead matching steps of the meta step.")
     flags.DEFINE_float("beta", 0.5, "β: weight of the feature-matching loss.")
     flags.DEFINE_float("meta_lr", 1e-4, "Learning rate of the meta-networks (Adam).")
     flags.DEFINE_float("meta_weight_decay", 1e-4, "L2 weight decay of the meta-networks (coupled, as in PyTorch).")
     flags.DEFINE_bool("first_order", False, "Cheaper meta-gradient that drops the Hessian-in-θ terms.")
     flags.DEFINE_integer("meta_every", 1, "Meta-update every k-th step.")
-    flags.DEFINE_bool("show_traceback", False, "On bad input, raise with the traceback instead of a short error.")
+    flags.DEFINE_float("at_weight", 1e3, "β of attention transfer (at, lwf_at): the loss is β/2·Σ_pairs.")
+    flags.DEFINE_float("lwf_weight", 1.0, "λ_o, weight of the LwF distillation term (lwf, lwf_at; Li & Hoiem).")
+    flags.DEFINE_float("lwf_temperature", 2.0, "T, the LwF distillation temperature (lwf, lwf_at).")
 
 
 def _int_list(values):
     return tuple(int(v) for v in values) if values else None
+
+
+def _first_set(*values):
+    """The first value that is not None (0 is a value: it must reach validation, not be skipped)."""
+    return next((v for v in values if v is not None), None)
 
 
 def _pick(flag_values, preset, name):
@@ -80,7 +117,7 @@ def common_config_fields(flag_values, preset):
         return _pick(flag_values, preset, name)
 
     classes = _int_list(flag_values.classes) or _int_list(preset.get("classes"))
-    examples = flag_values.train_examples_per_class or preset.get("train_examples_per_class")
+    examples = _pick(flag_values, preset, "train_examples_per_class")
     return {
         "model_dir": flag_values.model_dir,
         "dataset": flag_values.dataset,
@@ -95,6 +132,12 @@ def common_config_fields(flag_values, preset):
         "steps_per_epoch": flag_values.steps_per_epoch,
         "classes": classes,
         "train_examples_per_class": examples,
+        "skip_unreadable_images": flag_values.skip_unreadable_images,
+        "deterministic": flag_values.deterministic,
+        "strategy": flag_values.strategy,
+        "devices": tuple(flag_values.devices) if flag_values.devices else None,
+        "mixed_precision": flag_values.mixed_precision,
+        "jit_compile": flag_values.jit_compile,
     }
 
 
@@ -126,6 +169,9 @@ def plan_from_flags(flag_values):
         meta_weight_decay=flag_values.meta_weight_decay,
         first_order=flag_values.first_order,
         meta_every=flag_values.meta_every,
+        at_weight=flag_values.at_weight,
+        lwf_weight=flag_values.lwf_weight,
+        lwf_temperature=flag_values.lwf_temperature,
     )
     source_config = None
     if any(m in TRANSFER_METHODS for m in methods):
@@ -150,8 +196,10 @@ def plan_from_flags(flag_values):
                 width=pick("source_width"),
                 classes=source_classes,
                 train_examples_per_class=None,
-                epochs=flag_values.source_epochs or preset.get("source_epochs") or base.epochs,
-                batch_size=flag_values.source_batch_size or preset.get("source_batch_size") or base.batch_size,
+                epochs=_first_set(flag_values.source_epochs, preset.get("source_epochs"), base.epochs),
+                batch_size=_first_set(
+                    flag_values.source_batch_size, preset.get("source_batch_size"), base.batch_size
+                ),
                 source=None,
             )
     return methods, base, source_config

@@ -15,7 +15,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import dataclasses  # pylint: disable=wrong-import-position
 import json  # pylint: disable=wrong-import-position
-import sys  # pylint: disable=wrong-import-position
 
 from absl import app  # pylint: disable=wrong-import-position
 from absl import flags  # pylint: disable=wrong-import-position
@@ -40,17 +39,9 @@ def comparison_table(rows):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    # pylint: disable=import-outside-toplevel
-    from keras_l2t.source_models import SourceUnavailableError
+    from train.errors import run_reporting_errors  # pylint: disable=import-outside-toplevel
 
-    try:
-        run(FLAGS)
-    except (ValueError, TypeError, FileNotFoundError, SourceUnavailableError) as error:
-        # Bad input: say what is wrong and what to do, without a traceback.
-        if FLAGS.show_traceback:
-            raise
-        print(f"error: {error}\n(--show_traceback prints where it was raised)", file=sys.stderr)
-        sys.exit(2)
+    run_reporting_errors(lambda: run(FLAGS), FLAGS.show_traceback)
 
 
 def run(flag_values):
@@ -63,7 +54,7 @@ def run(flag_values):
     source = base.source
     if source_config is not None:
         print(f"Pretraining the source ({source_config.target}) on classes {list(source_config.classes)} ...")
-        source = pretrain_source(source_config)
+        source = pretrain_source(source_config, overwrite=flag_values.overwrite)
     rows = []
     for method in methods:
         config = dataclasses.replace(
@@ -73,7 +64,7 @@ def run(flag_values):
             model_dir=os.path.join(base.model_dir, method) if len(methods) > 1 else base.model_dir,
         )
         print(f"Training {method} → {config.model_dir}")
-        results = run_experiment(config)
+        results = run_experiment(config, overwrite=flag_values.overwrite)
         rows.append(results)
         print(
             f"{method} on {results['dataset']}: test accuracy at best validation epoch "

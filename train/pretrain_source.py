@@ -18,6 +18,12 @@ FLAGS = flags.FLAGS
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from train.errors import run_reporting_errors  # pylint: disable=import-outside-toplevel
+
+    run_reporting_errors(run, FLAGS.show_traceback)
+
+
+def run():
     # pylint: disable=import-outside-toplevel
     from keras_l2t.experiment import ExperimentConfig, pretrain_source
     from train import presets
@@ -30,7 +36,7 @@ def main(argv):
     if FLAGS.train_examples_per_class is None:
         fields["train_examples_per_class"] = None
     config = ExperimentConfig(**fields, method="scratch", target=FLAGS.arch, width=FLAGS.width)
-    path = pretrain_source(config)
+    path = pretrain_source(config, overwrite=FLAGS.overwrite)
     print(f"Source saved to {path}")
 
 

@@ -15,6 +15,7 @@ seconds (see `availability.py`).
 """
 
 import dataclasses
+from typing import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -70,6 +71,8 @@ class DatasetSplits:
     `train` is shuffled every epoch, augmented and batched with the last partial
     batch dropped; `val` and `test` use the eval transform, in a fixed order. All
     yield (float32 NHWC ImageNet-normalised images, int32 labels).
+    `train_epochs(first_epoch, num_epochs, steps_per_epoch=None)` is the training
+    stream keyed by epoch (see `pipeline.train_epochs`): what resumable runs use.
     """
 
     name: str
@@ -82,14 +85,15 @@ class DatasetSplits:
     num_test: int
     image_size: int
     class_names: tuple[str, ...]
+    train_epochs: Callable[..., tf.data.Dataset] = None
 
 
-def _spec_and_sources(name, data_dir, download):
+def _spec_and_sources(name, data_dir, download, skip_unreadable=False):
     if name.startswith(FOLDER_PREFIX):
         path = name[len(FOLDER_PREFIX) :]
         if not path:
             raise ValueError("A folder dataset needs a path: 'folder:PATH'.")
-        return FOLDER_SPEC, *sources.folder_sources(path)
+        return FOLDER_SPEC, *sources.folder_sources(path, skip_unreadable)
     if name not in DATASETS:
         valid = ", ".join(DATASET_NAMES)
         raise ValueError(f"Unknown dataset {name!r}; valid names: {valid}, or 'folder:PATH'.")
@@ -160,6 +164,7 @@ def load_dataset(
     val_fraction=0.1,
     augment=True,
     download=True,
+    skip_unreadable_images=False,
 ):
     """Train / val / test pipelines of a registered dataset or an image folder.
 
@@ -182,6 +187,8 @@ def load_dataset(
             (ignored by stanford_dogs, which uses the official split).
         augment: Apply the training augmentation (else the eval transform).
         download: Allow TFDS to download when the host is reachable.
+        skip_unreadable_images: In a folder dataset, leave out (with a warning)
+            files that are not images instead of raising.
 
     Returns:
         A `DatasetSplits`.
@@ -193,7 +200,7 @@ def load_dataset(
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    spec, train_source, test_source = _spec_and_sources(name, data_dir, download)
+    spec, train_source, test_source = _spec_and_sources(name, data_dir, download, skip_unreadable_images)
     image_size = image_size or spec.image_size
     class_names = train_source.class_names
     train_mask, val_mask = _masks(spec, train_source, seed, val_fraction, train_examples_per_class)
@@ -215,6 +222,8 @@ def load_dataset(
         )
 
     prepare, augment_fn, eval_fn = _transforms(spec, image_size, augment)
+    train_kwargs = dict(prepare=prepare, augment=augment_fn, batch_size=batch_size, seed=seed, cache=spec.cache)
+    train_records = train_source.select(train_labels)
     val_records = train_source.select(val_labels)
     if isinstance(train_source, sources.TfdsSource) and not spec.cache:
         # Keep the (encoded) validation examples so each evaluation does not rescan train.
@@ -224,21 +233,14 @@ def load_dataset(
     )
     return DatasetSplits(
         name=name,
-        train=pipeline.train_dataset(
-            train_source.select(train_labels),
-            num_train,
-            prepare=prepare,
-            augment=augment_fn,
-            batch_size=batch_size,
-            seed=seed,
-            cache=spec.cache,
-        ),
-        val=pipeline.eval_dataset(val_records, **eval_kwargs),
-        test=pipeline.eval_dataset(test_source.select(test_labels), **eval_kwargs),
+        train=pipeline.train_dataset(train_records, num_train, **train_kwargs),
+        val=pipeline.eval_dataset(val_records, num_examples=num_val, **eval_kwargs),
+        test=pipeline.eval_dataset(test_source.select(test_labels), num_examples=num_test, **eval_kwargs),
         num_classes=len(class_names),
         num_train=num_train,
         num_val=num_val,
         num_test=num_test,
         image_size=image_size,
         class_names=class_names,
+        train_epochs=pipeline.train_epochs(train_records, num_train, **train_kwargs),
     )

@@ -6,6 +6,10 @@ example from `tf.data.Dataset.random`) -> batch(drop_remainder=True) -> prefetch
 Evaluation: decode + eval transform + normalise -> batch -> prefetch, in a
 deterministic order. Given the same seed, the training stream is reproducible.
 
+`train_epochs` gives the same stream keyed by epoch instead of by iteration
+count: epoch e's order and augmentation depend on (seed, e) alone, so a run
+resumed at epoch e sees exactly the batches an uninterrupted run would.
+
 Large datasets are shuffled as encoded bytes (decoding comes after the shuffle),
 so the 10,000-example buffer of Stanford Dogs holds about 400 MB of JPEGs.
 """
@@ -32,6 +36,19 @@ def _deterministic(dataset):
     return dataset.with_options(options)
 
 
+def _prepared_records(records, prepare, augment, cache):
+    """(records, maybe prepared and cached; ((image, label), seed) -> normalised augmented example)."""
+    if cache:
+        records = records.map(lambda x, y: (prepare(x), y), num_parallel_calls=tf.data.AUTOTUNE).cache()
+        prepare = tf.identity
+
+    def transform(example, example_seed):
+        image, label = example
+        return preprocessing.normalize(augment(prepare(image), example_seed)), label
+
+    return records, transform
+
+
 def train_dataset(records, num_examples, *, prepare, augment, batch_size, seed, cache):
     """Shuffled, augmented, batched training set.
 
@@ -44,24 +61,70 @@ def train_dataset(records, num_examples, *, prepare, augment, batch_size, seed, 
         seed: Seed of the shuffle and of the augmentation stream.
         cache: Cache prepared images in memory before shuffling (small datasets).
     """
-    if cache:
-        records = records.map(lambda x, y: (prepare(x), y), num_parallel_calls=tf.data.AUTOTUNE).cache()
-        prepare = tf.identity
+    records, transform = _prepared_records(records, prepare, augment, cache)
     shuffled = records.shuffle(
         max(1, min(num_examples, MAX_SHUFFLE_BUFFER)), seed=seed, reshuffle_each_iteration=True
     )
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-
-    def transform(example, example_seed):
-        image, label = example
-        return preprocessing.normalize(augment(prepare(image), example_seed)), label
 
     augmented = tf.data.Dataset.zip((shuffled, seeds)).map(transform, num_parallel_calls=tf.data.AUTOTUNE)
     batched = augmented.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return _deterministic(batched)
 
 
-def eval_dataset(records, *, prepare, transform, batch_size, cache):
+def _stateless_permutation(records, window, seed):
+    """The records permuted by `seed` ([2] int64), in consecutive windows of at most `window`."""
+
+    def permute(index, batch):
+        images, labels = batch
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(tf.shape(labels)[0]), seed=tf.random.experimental.stateless_fold_in(seed, index)
+        )
+        return tf.data.Dataset.from_tensor_slices((tf.gather(images, order), tf.gather(labels, order)))
+
+    return records.batch(window).enumerate().flat_map(permute)
+
+
+def train_epochs(records, num_examples, *, prepare, augment, batch_size, seed, cache):
+    """A function (first_epoch, num_epochs, steps_per_epoch=None) -> batches of those epochs.
+
+    Epoch e is a stateless permutation of the records seeded by (seed, e) with
+    per-example augmentation seeds (seed, e, position), cut to `steps_per_epoch`
+    batches (default: every full batch, the last partial one dropped; more steps
+    continue into a new permutation). Nothing depends on how many epochs were
+    iterated before, which is what makes resuming exact. Cached datasets are
+    permuted whole; others in windows of `MAX_SHUFFLE_BUFFER` encoded examples.
+    Arguments as for `train_dataset`.
+    """
+    records, transform = _prepared_records(records, prepare, augment, cache)
+    window = max(1, num_examples if cache else min(num_examples, MAX_SHUFFLE_BUFFER))
+    full_batches = num_examples // batch_size
+
+    def make(first_epoch, num_epochs, steps_per_epoch=None):
+        steps = full_batches if steps_per_epoch is None else steps_per_epoch
+        if steps < 1:
+            raise ValueError(f"{num_examples} examples make no batch of {batch_size}.")
+
+        def one_epoch(epoch):
+            def one_pass(repeat):
+                pass_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, repeat])
+                permuted = _stateless_permutation(records, window, pass_seed)
+                example_seeds = tf.data.Dataset.range(num_examples).map(
+                    lambda i: tf.random.experimental.stateless_fold_in(pass_seed, i)
+                )
+                return tf.data.Dataset.zip((permuted, example_seeds))
+
+            examples = tf.data.Dataset.range(2**62).flat_map(one_pass)
+            augmented = examples.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
+            return augmented.batch(batch_size, drop_remainder=True).take(steps)
+
+        epochs = tf.data.Dataset.range(first_epoch, first_epoch + num_epochs)
+        return _deterministic(epochs.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE))
+
+    return make
+
+
+def eval_dataset(records, *, prepare, transform, batch_size, cache, num_examples=None):
     """Batched evaluation set in a fixed order (no shuffling, last batch kept).
 
     Args:
@@ -70,7 +133,11 @@ def eval_dataset(records, *, prepare, transform, batch_size, cache):
         transform: image -> float32 image in [0, 255] (e.g. resize + centre crop).
         batch_size: Batch size.
         cache: Cache prepared images in memory (small datasets).
+        num_examples: Number of records, if known: asserted, so that Keras knows
+            the number of batches (filtered tfds records have none).
     """
+    if num_examples is not None:
+        records = records.apply(tf.data.experimental.assert_cardinality(num_examples))
     if cache:
         records = records.map(lambda x, y: (prepare(x), y), num_parallel_calls=tf.data.AUTOTUNE).cache()
         prepare = tf.identity

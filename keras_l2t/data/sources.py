@@ -8,6 +8,7 @@ image is either encoded bytes (tf.string) or a uint8 HxWxC array.
 """
 
 import functools
+import logging
 import os
 
 import numpy as np
@@ -160,26 +161,48 @@ def _class_folders(split_dir):
     )
 
 
-def _folder_split(split_dir, class_names):
+# Leading bytes of the formats `tf.io.decode_image` reads.
+IMAGE_SIGNATURES = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n", b"GIF87a", b"GIF89a", b"BM")
+
+
+def is_readable_image(path):
+    """Whether the file starts like a JPEG, PNG, GIF or BMP (a cheap check, done before training)."""
+    with tf.io.gfile.GFile(path, "rb") as f:
+        head = f.read(8)
+    return head.startswith(IMAGE_SIGNATURES)
+
+
+def _folder_split(split_dir, class_names, skip_unreadable):
     paths, labels = [], []
     for label, class_name in enumerate(class_names):
         class_dir = os.path.join(split_dir, class_name)
-        files = _image_files(class_dir)
+        files = [os.path.join(class_dir, f) for f in _image_files(class_dir)]
+        for path in [p for p in files if not is_readable_image(p)]:
+            if not skip_unreadable:
+                raise ValueError(
+                    f"Image file {path!r} is not a readable image (empty, or not JPEG/PNG/GIF/BMP data): "
+                    "remove or replace it, or pass --skip_unreadable_images to leave such files out."
+                )
+            logging.warning("Skipping unreadable image file %s", path)
+            files.remove(path)
         if not files:
             raise ValueError(
-                f"Class folder {class_dir!r} has no image files ({', '.join(IMAGE_EXTENSIONS)})."
+                f"Class folder {class_dir!r} has no readable image files ({', '.join(IMAGE_EXTENSIONS)}): "
+                "add images or remove the folder."
             )
-        paths += [os.path.join(class_dir, f) for f in files]
+        paths += files
         labels += [label] * len(files)
     return ArraySource(np.array(paths), labels, class_names, are_paths=True)
 
 
-def folder_sources(path):
+def folder_sources(path, skip_unreadable=False):
     """Train and test sources of `PATH/{train,test}/<class>/<image>`.
 
     Classes are the sorted sub-folder names of `PATH/train` (ImageFolder's order);
     `PATH/test` must have the same class folders. Files are sorted by name. Only
-    files directly inside a class folder are read.
+    files directly inside a class folder are read. A file that does not start
+    like an image raises ValueError naming it, or is skipped (with a warning)
+    if `skip_unreadable`.
     """
     split_dirs = {split: os.path.join(path, split) for split in ("train", "test")}
     for split_dir in split_dirs.values():
@@ -199,4 +222,4 @@ def folder_sources(path):
             f"{split_dirs['test']!r} must have the same class folders as {split_dirs['train']!r}; "
             f"missing: {missing}, extra: {extra}."
         )
-    return _folder_split(split_dirs["train"], class_names), _folder_split(split_dirs["test"], class_names)
+    return tuple(_folder_split(split_dirs[split], class_names, skip_unreadable) for split in ("train", "test"))
