@@ -6,10 +6,13 @@ decides up front, in order:
 
 1. the dataset is already prepared in the data dir: use it, no network;
 2. every archive the builder registers is in `<data_dir>/downloads/manual/`
-   (TFDS' manual dir): prepare from those files, no network;
+   (TFDS' manual dir): prepare from those files, no network (for the datasets of
+   `local_copies`, recompressed copies such as Debian's are accepted too);
 3. `download=True` and every archive's host answers a TCP connect within 3 s
    (through the configured HTTP(S) proxy if any): let TFDS download and prepare;
-4. otherwise raise `DatasetNotFoundError` naming the data dir, the manual dir and
+4. a local copy of the archives is installed where `local_copies.DEFAULT_DIRS`
+   says (e.g. Debian's `dataset-fashion-mnist`): prepare from it, no network;
+5. otherwise raise `DatasetNotFoundError` naming the data dir, the manual dir and
    the archives to put there.
 """
 
@@ -20,7 +23,10 @@ import time
 import urllib.parse
 import urllib.request
 
+from absl import logging
 import tensorflow_datasets as tfds
+
+from keras_l2t.data import local_copies
 
 # Upper bound on the whole reachability check (DNS lookup plus TCP connect).
 REACHABILITY_TIMEOUT_S = 3.0
@@ -105,6 +111,11 @@ def _not_found_message(name, builder, archives, homepage, reason):
         lines.append(f"  {filename}  (from {urls[0]})")
     if homepage:
         lines.append(f"Dataset homepage: {homepage}")
+    if name in local_copies.DEBIAN_PACKAGES:
+        lines.append(
+            f"Or `apt-get install {local_copies.DEBIAN_PACKAGES[name]}` (Debian/Ubuntu), or prepare from a "
+            f"directory holding the archives: python -m train.prepare_data --dataset={name} --from_dir=DIR"
+        )
     lines.append(
         "Or run once on a machine with internet access (download=True) and copy the prepared "
         f"'{builder.name}' folder into the data dir, or pass data_dir= / set TFDS_DATA_DIR to "
@@ -134,6 +145,8 @@ def prepared_builder(tfds_name, *, data_dir=None, download=True):
     has_manual_dir = os.path.isdir(manual_dir)
     config = tfds.download.DownloadConfig(manual_dir=manual_dir if has_manual_dir else None)
     if archives and not missing:
+        if local_copies.supports(tfds_name):  # verifies, and restores recompressed archives
+            return local_copies.prepare_from_local_copy(tfds_name, manual_dir, data_dir=builder.data_dir_root)
         builder.download_and_prepare(download_config=config)
         return builder
     if not download:
@@ -143,4 +156,9 @@ def prepared_builder(tfds_name, *, data_dir=None, download=True):
     else:
         builder.download_and_prepare(download_config=config)
         return builder
+    local_dir = local_copies.find_local_copy(tfds_name)
+    if local_dir is not None:
+        logging.warning("%s is not prepared and %s: preparing it from the local copy in %s.", tfds_name, reason,
+                        local_dir)
+        return local_copies.prepare_from_local_copy(tfds_name, local_dir, data_dir=builder.data_dir_root)
     raise DatasetNotFoundError(_not_found_message(tfds_name, builder, archives, homepage, reason))

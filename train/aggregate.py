@@ -1,0 +1,176 @@
+"""Collects the runs of `train.reproduce` into results.csv, results.md and results.png.
+
+Plain Python and matplotlib (no TensorFlow), so the table of a finished study can
+be rebuilt, or tested on hand-made files, in a second. A run is a directory
+holding `run.json` (written by the runner before training: `spec`, `label`,
+`seed`, `args`, and `model_dir`, train.main's directory relative to the run's)
+and, once finished, train.main's `results.json` in that model_dir.
+"""
+
+import csv
+import json
+import math
+import os
+
+RUN_FILE = "run.json"
+RESULTS_FILE = "results.json"
+METRIC = "test_accuracy_at_best_val"
+
+CSV_COLUMNS = (
+    "label", "spec", "seed", "method", "pairs", METRIC, "best_val_accuracy", "best_epoch",
+    "final_test_accuracy", "epochs_completed", "num_train", "wall_seconds", "run_dir",
+)
+
+
+def _read_json(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def find_runs(runs_dir):
+    """(finished, unfinished): run dicts under `runs_dir`, each `run.json` merged with `results.json`.
+
+    Finished runs are sorted by (spec, seed); an unfinished run is one whose
+    `run.json` exists without `results.json` (crashed, interrupted or running).
+    """
+    finished, unfinished = [], []
+    for root, dirs, files in os.walk(runs_dir):
+        if RUN_FILE not in files:
+            continue
+        dirs[:] = []  # a run's own files are not searched
+        run = {**_read_json(os.path.join(root, RUN_FILE)), "run_dir": os.path.relpath(root, runs_dir)}
+        results_path = os.path.join(root, run.get("model_dir", "."), RESULTS_FILE)
+        if os.path.exists(results_path):
+            finished.append({**_read_json(results_path), **run})
+        else:
+            unfinished.append(run)
+    key = lambda r: (r["spec"], r["seed"])  # noqa: E731
+    return sorted(finished, key=key), sorted(unfinished, key=key)
+
+
+def mean_std(values):
+    """(mean, sample standard deviation with ddof=1; 0.0 for a single value)."""
+    values = [float(v) for v in values]
+    if not values:
+        raise ValueError("mean_std of no values.")
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarize(runs, order=()):
+    """One summary dict per method spec: label, n, mean ± std of the metric, means of the rest.
+
+    Rows follow `order` (specs), then any other spec in order of appearance.
+    """
+    by_spec = {}
+    for run in runs:
+        by_spec.setdefault(run["spec"], []).append(run)
+    specs = [s for s in order if s in by_spec] + [s for s in by_spec if s not in order]
+    rows = []
+    for spec in specs:
+        group = sorted(by_spec[spec], key=lambda r: r["seed"])
+        mean, std = mean_std(r[METRIC] for r in group)
+        rows.append({
+            "spec": spec,
+            "label": group[0]["label"],
+            "n": len(group),
+            "seeds": [r["seed"] for r in group],
+            "values": [r[METRIC] for r in group],
+            "mean": mean,
+            "std": std,
+            "best_val_mean": mean_std(r["best_val_accuracy"] for r in group)[0],
+            "wall_seconds_mean": mean_std(r["wall_seconds"] for r in group)[0],
+        })
+    return rows
+
+
+def write_csv(runs, path):
+    """results.csv: one row per finished run."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for run in runs:
+            writer.writerow({column: run.get(column) for column in CSV_COLUMNS})
+
+
+def markdown_table(rows):
+    """The per-method table (accuracies in %)."""
+    lines = [
+        "| method | test acc. at best val (%) | seeds | best val acc. (%) | wall time (s) |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        spread = f" ± {100 * row['std']:.2f}" if row["n"] > 1 else ""
+        lines.append(
+            f"| {row['label']} | {100 * row['mean']:.2f}{spread} | {row['n']} | "
+            f"{100 * row['best_val_mean']:.2f} | {row['wall_seconds_mean']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def write_markdown(rows, path, title, settings=(), unfinished=()):
+    """results.md: the table, how it was computed, the settings, and unfinished runs."""
+    parts = [
+        f"# {title}",
+        "",
+        markdown_table(rows),
+        "",
+        "Test accuracy at the epoch of best validation accuracy (the paper's protocol, method.md §4.5): "
+        "mean ± sample standard deviation (ddof 1) over the seeds; best val acc. and wall time are means.",
+    ]
+    if settings:
+        parts += ["", "## Settings", "", *[f"- {line}" for line in settings]]
+    if unfinished:
+        parts += ["", "## Unfinished runs (not in the table)", ""]
+        parts += [f"- {r['label']}, seed {r['seed']}: `{r['run_dir']}`" for r in unfinished]
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def plot(rows, path, title):
+    """results.png: bars of the mean metric with ± std error bars, and each seed as a dot."""
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.9 * len(rows) + 1.5), 4.0))
+    xs = range(len(rows))
+    means = [100 * r["mean"] for r in rows]
+    ax.bar(xs, means, yerr=[100 * r["std"] for r in rows], capsize=4, color="#8fb3d9", edgecolor="#2f5f8f")
+    for x, row in zip(xs, rows):
+        ax.plot([x] * row["n"], [100 * v for v in row["values"]], "o", color="#1f3b57", markersize=3)
+    lows = [100 * min(r["values"]) for r in rows] + [m - 100 * r["std"] for m, r in zip(means, rows)]
+    ax.set_ylim(max(0.0, min(lows, default=0.0) - 5.0), 100.0)
+    ax.set_xticks(list(xs), [r["label"] for r in rows], rotation=30, ha="right")
+    ax.set_ylabel("test accuracy at best val (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def aggregate(output_dir, *, results_dir=None, runs_subdir="runs", order=(), title="Results", settings=()):
+    """Writes results.csv, results.md and results.png; returns the summary rows.
+
+    Args:
+        output_dir: The study directory; runs are found under `output_dir/runs_subdir`.
+        results_dir: Where the three files go (default: `output_dir`).
+        order: Method specs in table order (others follow).
+        title: Heading of results.md and the chart.
+        settings: Lines listed under "Settings" in results.md.
+    """
+    results_dir = results_dir or output_dir
+    finished, unfinished = find_runs(os.path.join(output_dir, runs_subdir))
+    rows = summarize(finished, order)
+    write_csv(finished, os.path.join(results_dir, "results.csv"))
+    write_markdown(rows, os.path.join(results_dir, "results.md"), title, settings, unfinished)
+    chart = os.path.join(results_dir, "results.png")
+    if rows:
+        plot(rows, chart, title)
+    elif os.path.exists(chart):
+        os.remove(chart)  # no stale chart next to an empty table
+    return rows

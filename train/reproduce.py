@@ -1,0 +1,324 @@
+"""Runs a study: every method × seed of a config, then the table and the chart.
+
+    python -m train.reproduce --config=configs/fashion_mnist_cpu.cfg --seeds=0,1 \\
+        --output_dir=runs/fashion_mnist_n50 [--train_examples_per_class=50] [other train.main flags]
+
+The config is an absl flagfile of `train.main`; train.main flags given here
+override it. Each method spec × seed runs as its own `python -m train.main`
+subprocess (memory is released; a crash is reported and the rest go on) in
+`output_dir/runs/<spec>/seed<k>/`: `run.json` (spec, label, seed, train.main
+arguments), `train.log`, and train.main's model_dir `model/`. A run whose
+`model/results.json` exists is skipped, so an interrupted study is resumed by
+running the same command again; a run directory holding other arguments is
+reported, never silently reused. With `--source=auto`, the source is pretrained
+once (`python -m train.pretrain_source`, into `--source_dir`) and shared by all
+runs and seeds. At the end `train.aggregate` writes `results.csv` (one row per
+run), `results.md` (mean ± std per method) and `results.png` into
+`--results_dir` (default: output_dir).
+
+Method specs are `method[:pairs]`, pairs being `single`, `one_to_one`, `all` or
+explicit `m-n` pairs joined by `+` (e.g. `fm:14-4+9-3`). The default list is the
+paper's table (method.md §5): scratch, lwf, at, lwf_at, fm:single,
+fm:one_to_one, l2t_w:single, l2t_w:one_to_one, l2t_ww:all.
+"""
+
+import os
+
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import dataclasses  # pylint: disable=wrong-import-position
+import json  # pylint: disable=wrong-import-position
+import shlex  # pylint: disable=wrong-import-position
+import subprocess  # pylint: disable=wrong-import-position
+import sys  # pylint: disable=wrong-import-position
+import time  # pylint: disable=wrong-import-position
+
+from absl import app  # pylint: disable=wrong-import-position
+from absl import flags  # pylint: disable=wrong-import-position
+
+from train import aggregate  # pylint: disable=wrong-import-position
+
+FLAGS = flags.FLAGS
+
+DEFAULT_CONFIG = "configs/fashion_mnist_cpu.cfg"
+DEFAULT_METHODS = (
+    "scratch", "lwf", "at", "lwf_at", "fm:single", "fm:one_to_one", "l2t_w:single", "l2t_w:one_to_one", "l2t_ww:all",
+)
+METHOD_NAMES = {
+    "scratch": "Scratch", "lwf": "LwF", "at": "AT", "lwf_at": "LwF+AT", "fm": "FM", "l2t_w": "L2T-w", "l2t_ww": "L2T-ww",
+}
+PAIR_NAMES = {"single": "single", "one_to_one": "one-to-one", "all": "all-to-all"}
+# train.main flags the runner sets per run.
+PER_RUN_FLAGS = ("method", "seed", "model_dir")
+# train.main flags of an auto source, which the runner pretrains itself and passes to runs as --source=PATH.
+AUTO_SOURCE_FLAGS = ("source", "source_arch", "source_width", "source_classes", "source_epochs", "source_batch_size")
+MODEL_SUBDIR = "model"
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    """One row of the table: a train.main method and, optionally, its pairs (`--pairs`)."""
+
+    method: str
+    pairs: str | None = None
+
+    @property
+    def spec(self):
+        return self.method if self.pairs is None else f"{self.method}:{self.pairs.replace(',', '+')}"
+
+    @property
+    def label(self):
+        name = METHOD_NAMES.get(self.method, self.method)
+        return name if self.pairs is None else f"{name} ({PAIR_NAMES.get(self.pairs, self.pairs)})"
+
+    @property
+    def dirname(self):
+        return self.method if self.pairs is None else f"{self.method}-{self.pairs.replace(',', '_')}"
+
+    def train_args(self):
+        return [f"--method={self.method}"] + ([] if self.pairs is None else [f"--pairs={self.pairs}"])
+
+
+def parse_method_spec(text, methods, methods_with_pairs):
+    """`method[:pairs]` -> MethodSpec, checked against the known methods.
+
+    Args:
+        text: e.g. "scratch", "fm:single", "fm:14-4+9-3".
+        methods: Valid method names.
+        methods_with_pairs: Those that take pairs.
+    """
+    method, _, pairs = text.strip().partition(":")
+    if method not in methods:
+        raise ValueError(f"Unknown method {method!r} in {text!r}; choose from {list(methods)}.")
+    if not pairs:
+        return MethodSpec(method)
+    if method not in methods_with_pairs:
+        raise ValueError(f"Method {method!r} takes no pairs (in {text!r}).")
+    return MethodSpec(method, pairs.replace("+", ","))
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One subprocess: `python -m <module> <args>`, logged to `run_dir/train.log`."""
+
+    run_dir: str
+    module: str
+    args: tuple[str, ...]
+    record: dict  # written, with the args, to run_dir/run.json
+    results_path: str
+
+    def command(self):
+        return [sys.executable, "-m", self.module, *self.args]
+
+
+def launch(job):
+    """Runs a job's subprocess with its output appended to `train.log`; returns the exit code."""
+    os.makedirs(job.run_dir, exist_ok=True)
+    with open(os.path.join(job.run_dir, "train.log"), "a", encoding="utf-8") as log:
+        log.write(f"\n$ {shlex.join(job.command())}\n")
+        log.flush()
+        return subprocess.run(job.command(), stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def _log_tail(run_dir, lines=15):
+    path = os.path.join(run_dir, "train.log")
+    if not os.path.exists(path):
+        return ""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        tail = f.read().replace("\r", "\n").splitlines()
+    return "\n".join("    " + line for line in [t for t in tail if t.strip()][-lines:])
+
+
+def _saved_args(run_dir):
+    path = os.path.join(run_dir, aggregate.RUN_FILE)
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("args")
+
+
+def run_jobs(jobs, *, launcher=launch, log=print):
+    """Runs the jobs in order, skipping finished ones; returns the list of failure messages.
+
+    A job is finished when its results file exists and its run directory holds
+    the same arguments. A run directory holding other arguments is a failure
+    (never rerun or reused): delete it or choose another output directory.
+    """
+    failures = []
+    for index, job in enumerate(jobs, 1):
+        name = f"[{index}/{len(jobs)}] {job.record['label']}, seed {job.record['seed']}"
+        saved = _saved_args(job.run_dir)
+        if saved is not None and saved != list(job.args):
+            differ = sorted(set(saved) ^ set(job.args))
+            failures.append(f"{job.run_dir} holds a run with other arguments ({', '.join(differ[:4])}); "
+                            "delete it or use another --output_dir.")
+            log(f"{name}: CONFLICT, {failures[-1]}")
+            continue
+        if os.path.exists(job.results_path):
+            log(f"{name}: finished already, skipped ({job.run_dir})")
+            continue
+        os.makedirs(job.run_dir, exist_ok=True)
+        with open(os.path.join(job.run_dir, aggregate.RUN_FILE), "w", encoding="utf-8") as f:
+            json.dump({**job.record, "args": list(job.args)}, f, indent=2)
+        log(f"{name}: running → {job.run_dir}")
+        start = time.time()
+        code = launcher(job)
+        if code == 0 and os.path.exists(job.results_path):
+            summary = ""
+            if job.results_path.endswith(".json"):
+                with open(job.results_path, encoding="utf-8") as f:
+                    summary = f", {aggregate.METRIC} = {json.load(f).get(aggregate.METRIC)}"
+            log(f"{name}: done in {time.time() - start:.0f} s{summary}")
+        else:
+            failures.append(f"{job.run_dir} failed (exit code {code}); see its train.log")
+            log(f"{name}: FAILED (exit code {code}) after {time.time() - start:.0f} s:\n{_log_tail(job.run_dir)}")
+    return failures
+
+
+def study_jobs(specs, seeds, output_dir, train_args, source_path=None, transfer_methods=()):
+    """The train.main jobs of specs × seeds (seed-major: all methods of seed 0 first)."""
+    jobs = []
+    for seed in seeds:
+        for spec in specs:
+            run_dir = os.path.join(output_dir, "runs", spec.dirname, f"seed{seed}")
+            model_dir = os.path.join(run_dir, MODEL_SUBDIR)
+            args = [*train_args, *spec.train_args(), f"--seed={seed}", f"--model_dir={model_dir}"]
+            if source_path is not None and spec.method in transfer_methods:
+                args.append(f"--source={source_path}")
+            record = {"spec": spec.spec, "label": spec.label, "seed": seed, "model_dir": MODEL_SUBDIR}
+            jobs.append(Job(run_dir, "train.main", tuple(args), record, os.path.join(model_dir, "results.json")))
+    return jobs
+
+
+def pretrain_source_args(config):
+    """`train.pretrain_source` arguments that train the source an `ExperimentConfig` describes."""
+    args = [
+        f"--dataset={config.dataset}", f"--model_dir={config.model_dir}", f"--arch={config.target}",
+        f"--width={config.width}", f"--epochs={config.epochs}", f"--batch_size={config.batch_size}",
+        f"--lr={config.lr}", f"--momentum={config.momentum}", f"--weight_decay={config.weight_decay}",
+        f"--seed={config.seed}", f"--classes={','.join(str(c) for c in config.classes)}",
+    ]
+    if config.data_dir:
+        args.append(f"--data_dir={config.data_dir}")
+    if config.image_size:
+        args.append(f"--image_size={config.image_size}")
+    if config.steps_per_epoch:
+        args.append(f"--steps_per_epoch={config.steps_per_epoch}")
+    if config.train_examples_per_class:
+        args.append(f"--train_examples_per_class={config.train_examples_per_class}")
+    if getattr(config, "deterministic", False):
+        args.append("--deterministic")
+    return args
+
+
+def _settings(config_path, train_args, seeds, source_job, source_path):
+    lines = [f"config: `{config_path}`", f"seeds: {', '.join(str(s) for s in seeds)}"]
+    lines.append(f"train.main flags (each run adds its method, pairs, seed and model_dir): `{shlex.join(train_args)}`")
+    if source_job is not None:
+        lines.append(f"source: `{source_path}`, pretrained once by `python -m train.pretrain_source "
+                     f"{shlex.join(source_job.args)}`")
+        source_results = os.path.join(source_job.run_dir, MODEL_SUBDIR, aggregate.RESULTS_FILE)
+        if os.path.exists(source_results):
+            with open(source_results, encoding="utf-8") as f:
+                source = json.load(f)
+            lines.append(f"source accuracy on its own classes: test {100 * source[aggregate.METRIC]:.2f} %, "
+                         f"best val {100 * source['best_val_accuracy']:.2f} % (epoch {source['best_epoch']})")
+    lines.append(f"command: `python -m train.reproduce {shlex.join(sys.argv[1:])}`")
+    return lines
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    # pylint: disable=import-outside-toplevel
+    from keras_l2t.experiment import DEFAULT_PAIRS, METHODS, TRANSFER_METHODS
+    from train.flags import plan_from_flags
+
+    given = [name for name in PER_RUN_FLAGS if FLAGS[name].present]
+    if given:
+        raise app.UsageError(f"--{', --'.join(given)}: the runner sets these per run; use --methods, --seeds "
+                             "and --output_dir.")
+    try:
+        specs = [parse_method_spec(s, METHODS, tuple(DEFAULT_PAIRS)) for s in FLAGS.methods]
+        seeds = [int(s) for s in FLAGS.seeds]
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    config_stem = os.path.splitext(os.path.basename(FLAGS.config))[0]
+    output_dir = FLAGS.output_dir or os.path.join("runs", "reproduce", config_stem)
+    train_args = [FLAGS[name].serialize() for name in sorted(TRAIN_MAIN_FLAGS - set(PER_RUN_FLAGS))
+                  if FLAGS[name].present]
+
+    FLAGS.method = [s.method for s in specs]  # what plan_from_flags checks and plans the source for
+    FLAGS.model_dir = output_dir
+    try:
+        _, _, source_config = plan_from_flags(FLAGS)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    source_job = source_path = None
+    if source_config is not None:  # --source=auto: pretrain once, share between runs and seeds
+        source_dir = FLAGS.source_dir or os.path.join(output_dir, "source")
+        source_config = dataclasses.replace(source_config, model_dir=os.path.join(source_dir, MODEL_SUBDIR))
+        source_path = os.path.join(source_config.model_dir, "source.keras")
+        source_record = {"spec": "source", "label": "source pretraining", "seed": source_config.seed,
+                         "model_dir": MODEL_SUBDIR}
+        source_job = Job(source_dir, "train.pretrain_source", tuple(pretrain_source_args(source_config)),
+                         source_record, source_path)
+        train_args = [a for a in train_args if a.split("=", 1)[0].lstrip("-") not in AUTO_SOURCE_FLAGS]
+    jobs = study_jobs(specs, seeds, output_dir, train_args, source_path, TRANSFER_METHODS)
+
+    if FLAGS.dry_run:
+        for job in ([source_job] if source_job else []) + jobs:
+            print(shlex.join(job.command()))
+        return
+    failures = []
+    if not FLAGS.aggregate_only:
+        if source_job is not None:
+            failures = run_jobs([source_job])
+        if failures:
+            print("The source could not be pretrained; no run started.")
+        else:
+            failures = run_jobs(jobs)
+    results_dir = FLAGS.results_dir or output_dir
+    os.makedirs(results_dir, exist_ok=True)
+    title = f"{config_stem}" + (f", {FLAGS.train_examples_per_class} images per class"
+                                if FLAGS.train_examples_per_class else "")
+    rows = aggregate.aggregate(
+        output_dir, results_dir=results_dir, title=title,
+        order=[s.spec for s in specs] + [d for d in DEFAULT_METHODS if d not in {s.spec for s in specs}],
+        settings=_settings(FLAGS.config, train_args, seeds, source_job, source_path),
+    )
+    print("\n" + aggregate.markdown_table(rows))
+    print(f"\nWrote results.csv, results.md and results.png to {results_dir}.")
+    if failures:
+        print(f"{len(failures)} run(s) failed:\n  " + "\n  ".join(failures), file=sys.stderr)
+        sys.exit(1)
+
+
+def _with_config_first(argv):
+    """argv with `--flagfile=CONFIG` first, so that the flags after it override the config."""
+    config = DEFAULT_CONFIG
+    for i, arg in enumerate(argv[1:], 1):
+        if arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+        elif arg == "--config" and i + 1 < len(argv):
+            config = argv[i + 1]
+    return [argv[0], f"--flagfile={config}", *argv[1:]]
+
+
+if __name__ == "__main__":
+    from train.flags import define_flags  # pylint: disable=wrong-import-position
+
+    _before = set(FLAGS)
+    define_flags()
+    TRAIN_MAIN_FLAGS = set(FLAGS) - _before
+    flags.DEFINE_string("config", DEFAULT_CONFIG, "train.main flagfile of the study (read before the other flags).")
+    flags.DEFINE_list("methods", list(DEFAULT_METHODS), "Method specs method[:pairs] (pairs m-n joined by +).")
+    flags.DEFINE_list("seeds", ["0", "1"], "Seeds; each method runs once per seed.")
+    flags.DEFINE_string("output_dir", None, "Study directory (default: runs/reproduce/<config name>).")
+    flags.DEFINE_string("source_dir", None, "Where an auto source is pretrained (default: <output_dir>/source); "
+                        "studies with the same source settings can share it.")
+    flags.DEFINE_string("results_dir", None, "Where results.csv/.md/.png go (default: output_dir).")
+    flags.DEFINE_bool("dry_run", False, "Print the commands and exit.")
+    flags.DEFINE_bool("aggregate_only", False, "Only rebuild the table and chart from the finished runs.")
+    app.run(main, argv=_with_config_first(sys.argv))
