@@ -237,6 +237,8 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
     run_dir.check_flags(dataclasses.asdict(config), defaults, overwrite)
     if run_dir.finished and not overwrite:
         return checkpointing.read_json(run_dir.file(checkpointing.RESULTS_FILE))
+    # First TF work of the run: a multi-worker strategy must exist before any other.
+    distribute.get_strategy(config.strategy, config.devices)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
