@@ -61,6 +61,7 @@ class ExperimentConfig:
     meta_weight_decay: float = 1e-4
     first_order: bool = False
     meta_every: int = 1
+    recompute_look_ahead: bool = False
     # Hand-crafted baselines (at, lwf, lwf_at), the values of the papers that introduced them:
     at_weight: float = 1e3  # β of attention transfer (Zagoruyko & Komodakis, 2017)
     lwf_weight: float = 1.0  # λ_o of LwF (Li & Hoiem, 2016)
@@ -192,6 +193,7 @@ def _build_model(config, splits, steps_per_epoch):
         inner_steps=config.inner_steps,
         first_order=config.first_order,
         meta_every=config.meta_every,
+        recompute_look_ahead=config.recompute_look_ahead,
     )
     meta_optimizer = None
     if model.uses_meta_learning:

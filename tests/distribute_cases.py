@@ -35,7 +35,7 @@ GLOBAL_BATCH = 6  # 3 per replica
 STEPS = 2  # the second step's look-ahead starts from non-zero momentum
 
 
-def _build(method, meta_every=1):
+def _build(method, meta_every=1, recompute_look_ahead=False):
     source = tiny_backbone("source", (4, 5), seed=1)
     target = tiny_backbone("target", (3, 4), seed=2)
     if method == "scratch":  # as keras_l2t.experiment.build_model does
@@ -46,7 +46,9 @@ def _build(method, meta_every=1):
         )
         target.optimizer.build(target.trainable_variables)  # its slots exist before the first step
         return target
-    model = keras_l2t.L2TWW(source, target, pairs="all", mode=method, meta_every=meta_every)
+    model = keras_l2t.L2TWW(
+        source, target, pairs="all", mode=method, meta_every=meta_every, recompute_look_ahead=recompute_look_ahead
+    )
     # A large meta learning rate, so that φ's update is far above rounding.
     model.compile(optimizer=SGD(0.1, momentum=0.9, weight_decay=1e-3), meta_optimizer=AdamL2(1e-2))
     rng = np.random.default_rng(3)  # φ off its symmetric (zero) initialisation
@@ -108,7 +110,7 @@ def _train(model, x, y):
     return updates, {k: float(v[-1]) for k, v in history.items()}
 
 
-def compare(method, meta_every=1, per_replica_look_ahead=False, policy="float64"):
+def compare(method, meta_every=1, per_replica_look_ahead=False, policy="float64", recompute_look_ahead=False):
     """Max relative difference of each group's update (and of each log) between 1 and 2 replicas."""
     keras.config.set_floatx("float64" if policy == "float64" else "float32")
     floor = 1e-6 if policy == "float64" else 1e-2  # 16-bit rounding noise is far larger
@@ -117,10 +119,10 @@ def compare(method, meta_every=1, per_replica_look_ahead=False, policy="float64"
     x = rng.normal(size=(STEPS * GLOBAL_BATCH, 8, 8, 3)).astype(keras.config.floatx())
     y = rng.integers(0, 3, STEPS * GLOBAL_BATCH)
 
-    one = _build(method, meta_every)
+    one = _build(method, meta_every, recompute_look_ahead)
     strategy = distribute.get_strategy("mirrored", ["/cpu:0", "/cpu:1"])
     with strategy.scope():
-        two = _build(method, meta_every)
+        two = _build(method, meta_every, recompute_look_ahead)
     two.set_weights(one.get_weights())
     one_updates, one_logs = _train(one, x, y)
     if per_replica_look_ahead:  # negative control: each replica looks ahead on its half-batch
@@ -195,6 +197,7 @@ def experiment_runs(model_dir):
 CASES = {
     "l2t_ww": lambda: compare("l2t_ww"),
     "l2t_ww_meta_every": lambda: compare("l2t_ww", meta_every=2),
+    "l2t_ww_recompute": lambda: compare("l2t_ww", recompute_look_ahead=True),
     "l2t_ww_per_replica_look_ahead": lambda: compare("l2t_ww", per_replica_look_ahead=True),
     "fm": lambda: compare("fm"),
     "scratch": lambda: compare("scratch"),

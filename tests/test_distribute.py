@@ -65,6 +65,14 @@ def test_two_replicas_equal_one_device_with_meta_every():
     assert result["meta_steps"] == [1, 1]  # a meta step on step 0, none on step 1
 
 
+@pytest.mark.large
+def test_two_replicas_equal_one_device_with_recomputed_look_ahead():
+    # recompute_look_ahead's reverse adjoints differentiate through the inner all-reduces too.
+    result = _run_case("l2t_ww_recompute")
+    _assert_equal_to_one_device(result, EXACT)
+    assert result["meta_steps"] == [2, 2]
+
+
 def test_per_replica_look_ahead_is_a_different_estimator():
     # The negative control: without the all-reduce of the inner gradients,
     # each replica looks ahead on its half-batch and φ's update is far off.

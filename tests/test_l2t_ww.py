@@ -92,8 +92,9 @@ def _adjoint_reference(model, x, y, hessian=True):
     return meta_grads
 
 
-def test_meta_gradient_equals_finite_differences(float64):
-    model = _model()
+@pytest.mark.parametrize("recompute", [False, True])
+def test_meta_gradient_equals_finite_differences(float64, recompute):
+    model = _model(recompute_look_ahead=recompute)
     x, y = _batch()
     grads = model.meta_gradients(x, y)
     rng = np.random.default_rng(5)
@@ -111,15 +112,32 @@ def test_meta_gradient_equals_finite_differences(float64):
         assert abs(analytic - numeric) <= 1e-4 * abs(numeric), (variable.path, analytic, numeric)
 
 
+@pytest.mark.parametrize("recompute", [False, True])
 @pytest.mark.parametrize("first_order", [False, True])
-def test_meta_gradient_equals_the_official_adjoint_recursion(float64, first_order):
-    model = _model(first_order=first_order)
+def test_meta_gradient_equals_the_official_adjoint_recursion(float64, first_order, recompute):
+    model = _model(first_order=first_order, recompute_look_ahead=recompute)
     x, y = _batch()
     # A non-zero momentum state, as after some training.
     model.fit(x, y, batch_size=6, epochs=1, verbose=0)
     expected = _adjoint_reference(model, x, y, hessian=not first_order)
     for got, want in zip(model.meta_gradients(x, y), expected):
         np.testing.assert_allclose(got, want, rtol=1e-8, atol=1e-12)
+
+
+def test_recomputed_meta_step_equals_the_recorded_one():
+    # Compiled train steps (tf.function, as fit runs them), float32: same φ, θ and logs.
+    x, y = _batch("float32")
+    recorded, recomputed = _model(), _model(recompute_look_ahead=True)
+    for _ in range(2):
+        logs = recorded.train_on_batch(x, y, return_dict=True)
+        recomputed_logs = recomputed.train_on_batch(x, y, return_dict=True)
+    for a, b in zip(recorded.meta_variables + recorded.theta_variables,
+                    recomputed.meta_variables + recomputed.theta_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(logs["meta_gradient_norm"], recomputed_logs["meta_gradient_norm"], rtol=1e-4)
+    config = recomputed.get_config()
+    assert config["recompute_look_ahead"] is True
+    assert keras_l2t.L2TWW.from_config(config).recompute_look_ahead
 
 
 def test_first_order_differs_from_exact(float64):

@@ -90,6 +90,11 @@ def define_flags():
     flags.DEFINE_float("meta_weight_decay", 1e-4, "L2 weight decay of the meta-networks (coupled, as in PyTorch).")
     flags.DEFINE_bool("first_order", False, "Cheaper meta-gradient that drops the Hessian-in-θ terms.")
     flags.DEFINE_integer("meta_every", 1, "Meta-update every k-th step.")
+    flags.DEFINE_bool(
+        "recompute_look_ahead", False,
+        "The same meta-gradient by reverse adjoints that recompute each look-ahead step (the official "
+        "meta_backward): less memory for long look-aheads, ~20 % slower (docs/profile.md).",
+    )
     flags.DEFINE_float("at_weight", 1e3, "β of attention transfer (at, lwf_at): the loss is β/2·Σ_pairs.")
     flags.DEFINE_float("lwf_weight", 1.0, "λ_o, weight of the LwF distillation term (lwf, lwf_at; Li & Hoiem).")
     flags.DEFINE_float("lwf_temperature", 2.0, "T, the LwF distillation temperature (lwf, lwf_at).")
@@ -169,6 +174,7 @@ def plan_from_flags(flag_values):
         meta_weight_decay=flag_values.meta_weight_decay,
         first_order=flag_values.first_order,
         meta_every=flag_values.meta_every,
+        recompute_look_ahead=flag_values.recompute_look_ahead,
         at_weight=flag_values.at_weight,
         lwf_weight=flag_values.lwf_weight,
         lwf_temperature=flag_values.lwf_temperature,

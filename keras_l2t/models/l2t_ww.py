@@ -36,6 +36,7 @@ from keras_l2t import distribute, losses, precision
 from keras_l2t import pairs as pairs_lib
 from keras_l2t.layers.feature_matching import FeatureMatching, resize_to
 from keras_l2t.layers.meta_networks import ChannelWeightNetwork, PairWeightNetwork
+from keras_l2t.models import recompute
 from keras_l2t.models.source_target import SourceTargetModel
 from keras_l2t.optimizers.adam import AdamL2
 from keras_l2t.optimizers.sgd import SGD, sgd_momentum_step
@@ -61,6 +62,11 @@ class L2TWW(SourceTargetModel):
         first_order: Drop the Hessian-in-θ chain between look-ahead steps
             (keeps ∂g_t/∂φ); cheaper, approximate.
         meta_every: Meta-update every k-th step (1: every step, as official).
+        recompute_look_ahead: Compute the meta-gradient with reverse adjoints
+            that recompute each look-ahead step (the official `meta_backward`,
+            `keras_l2t.models.recompute`): the same gradient, one step's graph
+            in memory at a time instead of T+1, one more forward and backward
+            per step (docs/profile.md).
         pair_weight_activation: "relu6" (official), "relu" or "relu_avg".
         pair_weight_init: Initial bias of the where-nets (1.0).
 
@@ -85,6 +91,7 @@ class L2TWW(SourceTargetModel):
         meta_every=1,
         pair_weight_activation="relu6",
         pair_weight_init=1.0,
+        recompute_look_ahead=False,
         **kwargs,
     ):
         super().__init__(source, target, **kwargs)
@@ -98,6 +105,7 @@ class L2TWW(SourceTargetModel):
         self.inner_steps = int(inner_steps)
         self.first_order = bool(first_order)
         self.meta_every = int(meta_every)
+        self.recompute_look_ahead = bool(recompute_look_ahead)
         self.pair_weight_activation = pair_weight_activation
         self.pair_weight_init = float(pair_weight_init)
 
@@ -290,19 +298,10 @@ class L2TWW(SourceTargetModel):
         Must run under the caller's tape: each inner tape's gradient is itself
         recorded, which is what makes the meta-gradient second order.
         """
-        channel_weights, pair_weights = meta_outputs
 
         def inner_step(theta, buffers, with_matching):
             evaluated_at = [ops.stop_gradient(t) for t in theta] if self.first_order else theta
-            with tf.GradientTape() as inner_tape:
-                inner_tape.watch(evaluated_at)
-                logits, matching, _ = self._forward(
-                    evaluated_at, non_trainable, x, statistics, channel_weights, pair_weights, with_matching
-                )
-                inner_loss = matching if with_matching else losses.cross_entropy(y, logits)
-            # Under tf.distribute: the gradient of the global-batch loss, on
-            # every replica (a per-replica look-ahead is another estimator).
-            grads = distribute.all_reduce_mean(inner_tape.gradient(inner_loss, evaluated_at))
+            grads = self._inner_gradient(evaluated_at, x, y, statistics, meta_outputs, non_trainable, with_matching)
             return self._sgd_step(theta, grads, buffers, learning_rate)
 
         for _ in range(self.inner_steps):
@@ -310,6 +309,38 @@ class L2TWW(SourceTargetModel):
         theta, buffers = inner_step(theta, buffers, with_matching=False)
         logits, _, _ = self._forward(theta, non_trainable, x, statistics, None, None, with_matching=False)
         return losses.cross_entropy(y, logits)
+
+    def _inner_gradient(self, theta, x, y, statistics, meta_outputs, non_trainable, with_matching):
+        """Gradient at θ of one look-ahead step's loss (matching only, or CE), averaged over replicas."""
+        with tf.GradientTape() as inner_tape:
+            inner_tape.watch(theta)
+            logits, matching, _ = self._forward(theta, non_trainable, x, statistics, *meta_outputs, with_matching)
+            inner_loss = matching if with_matching else losses.cross_entropy(y, logits)
+        # Under tf.distribute: the gradient of the global-batch loss, on
+        # every replica (a per-replica look-ahead is another estimator).
+        return distribute.all_reduce_mean(inner_tape.gradient(inner_loss, theta))
+
+    def _recomputed_output_gradients(
+        self, x, y, statistics, meta_outputs, flat_outputs, theta, buffers, non_trainable, learning_rate, scale_loss
+    ):
+        """`recompute_look_ahead`: (objective, its gradient with respect to `flat_outputs`) by reverse adjoints."""
+        optimizer = self.theta_optimizer
+
+        def step_gradient(t, theta):
+            with_matching = t < self.inner_steps
+            return self._inner_gradient(theta, x, y, statistics, meta_outputs, non_trainable, with_matching)
+
+        def outer_loss(theta):
+            logits, _, _ = self._forward(theta, non_trainable, x, statistics, None, None, with_matching=False)
+            objective = losses.cross_entropy(y, logits)
+            differentiated = distribute.scale_for_apply(objective)
+            return objective, differentiated if scale_loss is None else scale_loss(differentiated)
+
+        return recompute.adjoint_meta_gradient(
+            step_gradient, outer_loss, theta, buffers, flat_outputs, self.inner_steps + 1, learning_rate,
+            optimizer.momentum, optimizer.coupled_weight_decay, first_order=self.first_order,
+            depends_on_meta=lambda t: t < self.inner_steps,
+        )
 
     def _current_state(self):
         theta = [tf.convert_to_tensor(v) for v in self.theta_variables]
@@ -354,21 +385,28 @@ class L2TWW(SourceTargetModel):
         learning_rate = self.optimizer.learning_rate if learning_rate is None else learning_rate
         theta, buffers, non_trainable = self._current_state()
         flat_outputs = [t for group in meta_outputs if group is not None for t in group]
-        with tf.GradientTape() as meta_tape:
-            meta_tape.watch(flat_outputs)
+        learning_rate = ops.cast(learning_rate, theta[0].dtype)
+        if with_gradients and self.recompute_look_ahead:
             with precision.full_precision(self._look_ahead_layers()):
-                objective = self._look_ahead_objective(
-                    x, y, statistics, meta_outputs, theta, buffers, non_trainable,
-                    ops.cast(learning_rate, theta[0].dtype),
+                objective, output_grads = self._recomputed_output_gradients(
+                    x, y, statistics, meta_outputs, flat_outputs, theta, buffers, non_trainable, learning_rate,
+                    scale_loss,
                 )
-            differentiated = distribute.scale_for_apply(objective)
-            if scale_loss is not None:
-                differentiated = scale_loss(differentiated)
-        if not with_gradients:
-            return objective, None
-        output_grads = meta_tape.gradient(
-            differentiated, flat_outputs, unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
+        else:
+            with tf.GradientTape() as meta_tape:
+                meta_tape.watch(flat_outputs)
+                with precision.full_precision(self._look_ahead_layers()):
+                    objective = self._look_ahead_objective(
+                        x, y, statistics, meta_outputs, theta, buffers, non_trainable, learning_rate
+                    )
+                differentiated = distribute.scale_for_apply(objective)
+                if scale_loss is not None:
+                    differentiated = scale_loss(differentiated)
+            if not with_gradients:
+                return objective, None
+            output_grads = meta_tape.gradient(
+                differentiated, flat_outputs, unconnected_gradients=tf.UnconnectedGradients.ZERO
+            )
         return objective, phi_tape.gradient(flat_outputs, self.meta_variables, output_gradients=output_grads)
 
     def _meta_update(self, x, y, statistics, meta_outputs, phi_tape, learning_rate):
@@ -500,6 +538,7 @@ class L2TWW(SourceTargetModel):
                 "inner_steps": self.inner_steps,
                 "first_order": self.first_order,
                 "meta_every": self.meta_every,
+                "recompute_look_ahead": self.recompute_look_ahead,
                 "pair_weight_activation": self.pair_weight_activation,
                 "pair_weight_init": self.pair_weight_init,
             }
