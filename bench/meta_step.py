@@ -1,35 +1,40 @@
-"""Cost of one L2T-ww training step against one plain supervised step (time and peak memory).
+"""Cost of one L2T-ww iteration against one plain supervised step of the target (time and peak memory).
 
 An `L2TWW.train_step` is a real SGD step plus a second-order meta step through
-a T-step look-ahead (method.md §4.1, §4.7–4.8), so it costs several plain steps.
-This measures, on random images of a fixed seed, `train_on_batch` (the same
-compiled `tf.function` that `fit` runs) for three models built in one setting:
+a T-step look-ahead (method.md §4.1, §4.7–4.8), so it costs several plain steps
+(docs/profile.md derives how many). This times `train_on_batch` (the same
+compiled `tf.function` that `fit` runs) on random images of a fixed seed, for
+models built in one setting:
 
 - plain: the target backbone alone, `keras_l2t.optimizers.SGD(0.1, 0.9, 1e-4)`,
   sparse CE from logits and accuracy (what `L2TWW.compile` tracks too);
 - meta: `L2TWW(source, target, pairs, inner_steps=T)` with default compile;
-- first_order: the same with `first_order=True`.
+- first_order: the same with `first_order=True`;
+- meta_recompute / first_order_recompute (opt-in, for the lever table): the
+  same with `recompute_look_ahead=True` (one look-ahead step's graph in memory
+  at a time, keras_l2t/models/recompute.py).
 
-Tracing is excluded (`--warmup` untimed steps); each step is timed to the host
-(`train_on_batch` returns numpy logs, so it waits for the step) and the median
-over `--repeats` is reported. Peak memory is `ru_maxrss` (the process peak).
+By default all modes live in one process: each is warmed up (`--warmup`
+untimed steps; the first traces), then the modes are timed alternately,
+`--repeats` rounds with the order rotated every round, so load drift on a
+shared machine hits every mode alike; the median per mode is reported. Each
+step is timed to the host (`train_on_batch` returns numpy logs, so it waits).
+`peak_rss_mib` is then the process peak (`ru_maxrss`) over everything.
+`--isolate_memory` instead runs each mode in a fresh subprocess of this module
+(one after the other, not alternated) and adds `peak_rss_mib_by_mode`; the
+reported `peak_rss_mib` is then the meta mode's own.
 
-Two designs, chosen by `--isolate_memory`:
-- true (default): the parent re-runs this module once per mode in a fresh
-  subprocess (`--modes=<mode> --isolate_memory=false --json_only=true`), one after
-  the other; each reports its mode's median time and its own peak RSS, so
-  `peak_rss_mib_by_mode` is per mode. Modes are then timed in separate processes,
-  not alternated: compare `times_ms` if the machine's load may have changed.
-- false: all modes in this process, timed alternately (for r in repeats: plain,
-  meta, first_order), robust to load drift; peak RSS is the process's peak,
-  recorded cumulatively after each mode's warm-up (plain, first_order, meta).
-
-Standard workload (defaults): ResNet-32 source -> VGG-9-BN target, 32x32,
-batch 64, T=2, the 15 official pairs, full width, no XLA (slow on CPU, §4.8).
+Standard workload (defaults, issue #5): ResNet-32 source -> VGG-9-BN target,
+32x32, batch 64, T=2, the 15 official pairs, full width, no XLA, float32.
 `TF_ENABLE_ONEDNN_OPTS` defaults to 1 (off by default on AMD CPUs, halves the
-step time, §4.8) and is recorded. Prints a summary, then one JSON line last:
+step time, method.md §4.8) and is recorded. Prints a summary, then one JSON line
+last with `plain_ms`, `meta_ms`, `ratio`, `first_order_ratio`, `images_per_s`
+(meta iterations), `peak_rss_mib`, `settings` and `versions` (`--details` adds
+every mode's timings under `by_mode`):
 
     python -m bench.meta_step
+    python -m bench.meta_step --jit_compile --mixed_precision=mixed_bfloat16
+    python -m bench.meta_step --modes=plain,meta,meta_recompute --details
     python -m bench.meta_step --source_width=0.25 --target_width=0.25 --batch_size=8 --repeats=2 --warmup=1
 """
 
@@ -49,7 +54,15 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-MODES = ("plain", "meta", "first_order")
+# mode -> L2TWW options (None: the plain target).
+MODES = {
+    "plain": None,
+    "meta": {"first_order": False},
+    "first_order": {"first_order": True},
+    "meta_recompute": {"first_order": False, "recompute_look_ahead": True},
+    "first_order_recompute": {"first_order": True, "recompute_look_ahead": True},
+}
+DEFAULT_MODES = ("plain", "meta", "first_order")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("source", "resnet32", "Source backbone (keras_l2t.backbones.BACKBONES).")
@@ -63,16 +76,21 @@ flags.DEFINE_string("pairs", "all", "Pair spec (keras_l2t.pairs.parse_pairs).")
 flags.DEFINE_integer("num_classes", 100, "Target classes.")
 flags.DEFINE_integer("source_classes", 200, "Source classes.")
 flags.DEFINE_integer("warmup", 2, "Untimed steps per mode (the first one traces).")
-flags.DEFINE_integer("repeats", 5, "Timed steps per mode; the median is reported.")
-flags.DEFINE_boolean("jit_compile", False, "XLA for all models' train steps.")
-flags.DEFINE_list("modes", list(MODES), f"Modes to time, among {MODES}.")
-flags.DEFINE_boolean("isolate_memory", True, "Run each mode in its own subprocess (per-mode peak RSS).")
+flags.DEFINE_integer("repeats", 5, "Timed rounds (one step of every mode each); the median is reported.")
+flags.DEFINE_boolean("jit_compile", False, "XLA for every model's train step (slow to compile on CPU).")
+flags.DEFINE_enum(
+    "mixed_precision", None, ["mixed_float16", "mixed_bfloat16"],
+    "Build every model under this dtype policy (the L2T-ww look-ahead stays float32).",
+)
+flags.DEFINE_list("modes", list(DEFAULT_MODES), f"Modes to time, among {list(MODES)}.")
+flags.DEFINE_boolean("isolate_memory", False, "Run each mode in its own subprocess (adds per-mode peak RSS).")
+flags.DEFINE_boolean("details", False, "Add every mode's timings (`by_mode`) to the JSON line.")
 flags.DEFINE_boolean("json_only", False, "Print only the JSON line (used by the subprocesses).")
 flags.DEFINE_integer("seed", 0, "Seed for the data and the weights.")
 
 _PASSED_FLAGS = (
     "source", "target", "source_width", "target_width", "image_size", "batch_size", "inner_steps",
-    "pairs", "num_classes", "source_classes", "warmup", "repeats", "jit_compile", "seed",
+    "pairs", "num_classes", "source_classes", "warmup", "repeats", "jit_compile", "mixed_precision", "seed",
 )  # fmt: skip
 
 
@@ -80,16 +98,12 @@ def _peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
-def _settings():
-    return {name: FLAGS[name].value for name in _PASSED_FLAGS}
-
-
 def _build_models(modes):
     """{mode: compiled model}, plus the resolved pairs."""
     import keras
 
     import keras_l2t
-    from keras_l2t import backbones
+    from keras_l2t import backbones, precision
     from keras_l2t.pairs import format_pairs
 
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
@@ -105,26 +119,22 @@ def _build_models(modes):
         )
 
     models, pairs = {}, None
-    for mode in modes:
-        if mode == "plain":
-            model = target()
-            model.compile(
-                optimizer=keras_l2t.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-4),
-                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-                jit_compile=FLAGS.jit_compile,
-            )
-        else:
-            model = keras_l2t.L2TWW(
-                source(),
-                target(),
-                pairs=FLAGS.pairs,
-                inner_steps=FLAGS.inner_steps,
-                first_order=(mode == "first_order"),
-            )
-            model.compile(jit_compile=FLAGS.jit_compile)
-            pairs = format_pairs(model.pairs)
-        models[mode] = model
+    with precision.global_dtype_policy(FLAGS.mixed_precision):
+        for mode in modes:
+            options = MODES[mode]
+            if options is None:
+                model = target()
+                model.compile(
+                    optimizer=keras_l2t.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-4),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                    metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+                    jit_compile=FLAGS.jit_compile,
+                )
+            else:
+                model = keras_l2t.L2TWW(source(), target(), pairs=FLAGS.pairs, inner_steps=FLAGS.inner_steps, **options)
+                model.compile(jit_compile=FLAGS.jit_compile)
+                pairs = format_pairs(model.pairs)
+            models[mode] = model
     return models, pairs
 
 
@@ -135,7 +145,7 @@ def _time_step(model, x, y):
 
 
 def run_in_process(modes):
-    """Builds every mode here, warms each up, then times them alternately."""
+    """Builds every mode here, warms each up, then times them alternately; ({mode: result}, pairs)."""
     import keras
     import tensorflow as tf
 
@@ -145,43 +155,43 @@ def run_in_process(modes):
     y = tf.constant(rng.integers(0, FLAGS.num_classes, FLAGS.batch_size), tf.int32)
     models, pairs = _build_models(modes)
 
-    # Warm-up, cheapest first, so the cumulative process peak after each mode is telling.
-    warm_order = [m for m in ("plain", "first_order", "meta") if m in modes]
-    trace_s, peak_after_warmup = {}, {}
-    for mode in warm_order:
+    warmup_s, peak_after_warmup = {}, {}
+    for mode in modes:
         start = time.perf_counter()
         for _ in range(FLAGS.warmup):
             models[mode].train_on_batch(x, y)
-        trace_s[mode] = round(time.perf_counter() - start, 2)
+        warmup_s[mode] = round(time.perf_counter() - start, 2)
         peak_after_warmup[mode] = round(_peak_rss_mib(), 1)
 
     times = {mode: [] for mode in modes}
-    for _ in range(FLAGS.repeats):
-        for mode in modes:
+    for r in range(FLAGS.repeats):
+        for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:  # rotated: no mode always first
             times[mode].append(_time_step(models[mode], x, y))
-    peak = round(_peak_rss_mib(), 1)
     return {
         mode: {
             "ms": round(statistics.median(times[mode]), 1),
             "times_ms": [round(t, 1) for t in times[mode]],
-            "warmup_s": trace_s[mode],
-            # One process: the peak after this mode's warm-up (cumulative); the
-            # last one warmed up gets the final process peak.
-            "peak_rss_mib": peak if mode == warm_order[-1] else peak_after_warmup[mode],
+            "warmup_s": warmup_s[mode],
+            # Cumulative: the process peak once this mode and those before it had warmed up.
+            "peak_rss_mib_after_warmup": peak_after_warmup[mode],
         }
         for mode in modes
     }, pairs
 
 
 def run_isolated(modes):
-    """Runs each mode in a fresh subprocess of this module; returns the same structure."""
+    """Runs each mode in a fresh subprocess of this module; the same structure, each with its own peak."""
     repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     results, pairs = {}, None
     for mode in modes:
-        command = [sys.executable, "-m", "bench.meta_step", f"--modes={mode}", "--isolate_memory=false", "--json_only"]
+        command = [sys.executable, "-m", "bench.meta_step", f"--modes={mode}", "--noisolate_memory", "--json_only",
+                   "--details"]
         for name in _PASSED_FLAGS:
             value = FLAGS[name].value
-            command.append(f"--{name}={str(value).lower() if isinstance(value, bool) else value}")
+            if isinstance(value, bool):
+                command.append(f"--{'' if value else 'no'}{name}")
+            elif value is not None:
+                command.append(f"--{name}={value}")
         if not FLAGS.json_only:
             print(f"[{mode}] running in a subprocess ...", flush=True)
         done = subprocess.run(command, cwd=repo_root, capture_output=True, text=True, env=os.environ.copy())
@@ -190,20 +200,21 @@ def run_isolated(modes):
             sys.stderr.write(done.stdout + done.stderr)
             raise RuntimeError(f"Subprocess for mode {mode!r} failed (exit {done.returncode}).")
         child = json.loads(lines[-1])
-        results[mode] = child["by_mode"][mode]
-        pairs = pairs or child["settings"].get("pairs_resolved")
+        results[mode] = dict(child["by_mode"][mode], peak_rss_mib=child["peak_rss_mib"])
+        pairs = pairs or child["settings"]["pairs"]
     return results, pairs
 
 
 def main(argv):
     del argv
-    modes = [m.strip() for m in FLAGS.modes if m.strip()]
+    modes = list(dict.fromkeys(m.strip() for m in FLAGS.modes if m.strip()))
     unknown = sorted(set(modes) - set(MODES))
     if unknown or not modes:
-        raise app.UsageError(f"--modes must be a non-empty subset of {MODES}; got {FLAGS.modes}.")
+        raise app.UsageError(f"--modes must be a non-empty subset of {list(MODES)}; got {FLAGS.modes}.")
     if FLAGS.repeats < 1 or FLAGS.warmup < 1:
         raise app.UsageError("--repeats and --warmup must be >= 1 (the first warm-up step traces).")
 
+    load_before = os.getloadavg()
     wall_start = time.perf_counter()
     isolated = FLAGS.isolate_memory
     by_mode, pairs = (run_isolated if isolated else run_in_process)(modes)
@@ -215,31 +226,41 @@ def main(argv):
     def ms(mode):
         return by_mode[mode]["ms"] if mode in by_mode else None
 
-    def ratio(mode):
-        return round(ms(mode) / ms("plain"), 2) if mode in by_mode and "plain" in by_mode else None
+    for mode, r in by_mode.items():
+        r["ratio"] = round(r["ms"] / ms("plain"), 2) if "plain" in by_mode else None
+        r["images_per_s"] = round(FLAGS.batch_size / (r["ms"] / 1000.0), 2)
 
-    settings = _settings()
-    settings["pairs_resolved"] = pairs
-    settings["num_pairs"] = len(pairs.split(",")) if pairs else None
-    settings["modes"] = modes
-    settings["isolate_memory"] = isolated
+    settings = {name: FLAGS[name].value for name in _PASSED_FLAGS}
+    settings.update(
+        {
+            "pairs": pairs,
+            "pairs_spec": FLAGS.pairs,
+            "num_pairs": len(pairs.split(",")) if pairs else None,
+            "modes": modes,
+            "timing": (
+                "each mode in its own subprocess, one after the other" if isolated
+                else "alternating in one process (rotated order), median per mode"
+            ),
+            "peak_rss_scope": "the meta mode's own subprocess" if isolated else "this process, all modes",
+            "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+            "cpu_count": os.cpu_count(),
+            "load_average_before": [round(v, 2) for v in load_before],
+            "load_average_after": [round(v, 2) for v in os.getloadavg()],
+            "wall_s": wall_s,
+        }
+    )
+    if isolated:
+        peak = by_mode["meta"]["peak_rss_mib"] if "meta" in by_mode else None
+    else:
+        peak = round(_peak_rss_mib(), 1)
     result = {
-        "benchmark": "meta_step",
         "plain_ms": ms("plain"),
         "meta_ms": ms("meta"),
-        "first_order_ms": ms("first_order"),
-        "ratio": ratio("meta"),
-        "first_order_ratio": ratio("first_order"),
-        "images_per_s": round(FLAGS.batch_size / (ms("meta") / 1000.0), 2) if ms("meta") else None,
-        "peak_rss_mib": by_mode["meta"]["peak_rss_mib"] if "meta" in by_mode else None,
-        "peak_rss_mib_by_mode": {mode: r["peak_rss_mib"] for mode, r in by_mode.items()},
-        "peak_rss_scope": "per-mode subprocess" if isolated else "this process, cumulative after each warm-up",
-        "timing": "each mode in its own subprocess" if isolated else "alternating in one process",
-        "by_mode": by_mode,
-        "wall_s": wall_s,
+        "ratio": by_mode["meta"]["ratio"] if "meta" in by_mode else None,
+        "first_order_ratio": by_mode["first_order"]["ratio"] if "first_order" in by_mode else None,
+        "images_per_s": by_mode["meta"]["images_per_s"] if "meta" in by_mode else None,
+        "peak_rss_mib": peak,
         "settings": settings,
-        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-        "cpu_count": os.cpu_count(),
         "versions": {
             "python": platform.python_version(),
             "tensorflow": tf.__version__,
@@ -247,23 +268,29 @@ def main(argv):
             "numpy": np.__version__,
         },
     }
+    if isolated:
+        result["peak_rss_mib_by_mode"] = {mode: r["peak_rss_mib"] for mode, r in by_mode.items()}
+    if FLAGS.details:
+        result["by_mode"] = by_mode
 
     if not FLAGS.json_only:
         print(
             f"\nL2T-ww step cost: {FLAGS.source} (x{FLAGS.source_width}) -> {FLAGS.target} (x{FLAGS.target_width}), "
             f"{FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, T={FLAGS.inner_steps}, "
             f"{settings['num_pairs']} pairs, jit_compile={FLAGS.jit_compile}, "
-            f"TF_ENABLE_ONEDNN_OPTS={result['tf_enable_onednn_opts']}, {os.cpu_count()} CPUs"
+            f"mixed_precision={FLAGS.mixed_precision}, TF_ENABLE_ONEDNN_OPTS={settings['tf_enable_onednn_opts']}, "
+            f"{os.cpu_count()} CPUs, load {settings['load_average_before'][0]} -> {settings['load_average_after'][0]}"
         )
-        print(f"timing: {result['timing']}; median of {FLAGS.repeats} after {FLAGS.warmup} warm-up step(s)")
+        print(f"timing: {settings['timing']}; {FLAGS.repeats} rounds after {FLAGS.warmup} warm-up step(s)")
         for mode, r in by_mode.items():
-            rel = f"  ({r['ms'] / by_mode['plain']['ms']:.2f}x plain)" if "plain" in by_mode else ""
+            rel = f"  ({r['ratio']:.2f}x plain)" if r["ratio"] is not None else ""
+            memory = f"peak RSS {r['peak_rss_mib']:.0f} MiB" if isolated else (
+                f"peak RSS after warm-up {r['peak_rss_mib_after_warmup']:.0f} MiB")
             print(
-                f"  {mode:<12} {r['ms']:>9.1f} ms{rel}   peak RSS {r['peak_rss_mib']:.0f} MiB   "
-                f"warm-up {r['warmup_s']:.1f} s   steps {r['times_ms']}"
+                f"  {mode:<22} {r['ms']:>9.1f} ms{rel}   {memory}   warm-up {r['warmup_s']:.1f} s   "
+                f"steps {r['times_ms']}"
             )
-        if result["images_per_s"]:
-            print(f"  meta throughput: {result['images_per_s']} images/s   wall {wall_s} s")
+        print(f"  meta: {result['images_per_s']} images/s; process peak RSS {peak} MiB; wall {wall_s} s")
     print(json.dumps(result))
 
 
