@@ -54,6 +54,8 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench import workload  # noqa: E402
+
 # mode -> L2TWW options (None: the plain target).
 MODES = {
     "plain": None,
@@ -65,16 +67,8 @@ MODES = {
 DEFAULT_MODES = ("plain", "meta", "first_order")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("source", "resnet32", "Source backbone (keras_l2t.backbones.BACKBONES).")
-flags.DEFINE_string("target", "vgg9_bn", "Target backbone (keras_l2t.backbones.BACKBONES).")
-flags.DEFINE_float("source_width", 1.0, "Source channel-width multiplier.")
-flags.DEFINE_float("target_width", 1.0, "Target channel-width multiplier.")
-flags.DEFINE_integer("image_size", 32, "Input side (both networks).")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_integer("inner_steps", 2, "T: look-ahead matching steps.")
-flags.DEFINE_string("pairs", "all", "Pair spec (keras_l2t.pairs.parse_pairs).")
-flags.DEFINE_integer("num_classes", 100, "Target classes.")
-flags.DEFINE_integer("source_classes", 200, "Source classes.")
+workload.define_workload_flags()
+flags.adopt_module_key_flags(workload)
 flags.DEFINE_integer("warmup", 2, "Untimed steps per mode (the first one traces).")
 flags.DEFINE_integer("repeats", 5, "Timed rounds (one step of every mode each); the median is reported.")
 flags.DEFINE_boolean("jit_compile", False, "XLA for every model's train step (slow to compile on CPU).")

@@ -50,17 +50,11 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from bench import workload  # noqa: E402
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("source", "resnet32", "Source backbone.")
-flags.DEFINE_string("target", "vgg9_bn", "Target backbone.")
-flags.DEFINE_float("source_width", 1.0, "Source channel-width multiplier.")
-flags.DEFINE_float("target_width", 1.0, "Target channel-width multiplier.")
-flags.DEFINE_integer("image_size", 32, "Input side.")
-flags.DEFINE_integer("batch_size", 64, "Batch size.")
-flags.DEFINE_integer("inner_steps", 2, "T.")
-flags.DEFINE_string("pairs", "all", "Pair spec.")
-flags.DEFINE_integer("num_classes", 100, "Target classes.")
-flags.DEFINE_integer("source_classes", 200, "Source classes.")
+workload.define_workload_flags()
+flags.adopt_module_key_flags(workload)
 flags.DEFINE_integer("repeats", 5, "Timed calls per phase (median).")
 flags.DEFINE_list("phases", [], "Phases to run (default: all).")
 flags.DEFINE_string("trace_dir", None, "If set, write a TF profiler trace of --trace_phase here and print op types.")
