@@ -16,7 +16,7 @@ import tensorflow as tf
 from keras_l2t import backbones
 from keras_l2t import checkpointing
 from keras_l2t import data as data_lib
-from keras_l2t import distribute, precision
+from keras_l2t import determinism, distribute, precision
 from keras_l2t import optimizers
 from keras_l2t import source_models
 from keras_l2t.callbacks import BestValidationTracker, NonFiniteGuard, ResumableCSVLogger, TransferMonitor
@@ -66,7 +66,7 @@ class ExperimentConfig:
     at_weight: float = 1e3  # β of attention transfer (Zagoruyko & Komodakis, 2017)
     lwf_weight: float = 1.0  # λ_o of LwF (Li & Hoiem, 2016)
     lwf_temperature: float = 2.0  # T of LwF
-    deterministic: bool = False  # TF op determinism: bit-identical reruns and resumptions
+    deterministic: bool = False  # determinism.enable_determinism(): bit-identical reruns and resumptions
     # Devices and precision (BUILD.md "Multi-GPU, mixed precision, XLA"); batch_size stays the global batch:
     strategy: str = "default"  # distribute.STRATEGIES: default (one device), mirrored, multi_worker
     devices: tuple[str, ...] | None = None  # mirrored only: e.g. ("/gpu:0", "/gpu:1"); default all GPUs
@@ -243,7 +243,7 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
     distribute.get_strategy(config.strategy, config.devices)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
+        determinism.enable_determinism()
 
     splits = data_lib.load_dataset(
         config.dataset,

@@ -66,31 +66,3 @@ def test_official_schedule_values():
     assert float(schedule(199 * 169 + 5)) == pytest.approx(0.0, abs=1e-7)
     plain = optimizers.EpochCosineDecay(0.1, epochs=200, steps_per_epoch=169, offset=0)
     assert float(plain(0)) == pytest.approx(0.1)
-
-
-def test_updates_wait_for_every_gradient_so_training_is_bit_reproducible():
-    # Without the ordering of keras_l2t.optimizers.ordering, a ResNet-32 trained
-    # like this ended with a different first-layer kernel on each of 3 runs
-    # (this test then fails; checked). AdamL2 has the same ordering, but no
-    # setting was found where its absence showed.
-    from keras_l2t import backbones  # pylint: disable=import-outside-toplevel
-
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(4 * 128, 32, 32, 3)).astype("float32")
-    y = rng.integers(0, 5, 4 * 128)
-    digests = []
-    for _ in range(3):
-        keras.utils.set_random_seed(0)
-        model = backbones.get_backbone("resnet32", num_classes=5, width=0.5, input_shape=(32, 32, 3))
-        model.compile(optimizer=optimizers.SGD(0.1, 0.9, 1e-4), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        model.fit(x, y, batch_size=128, epochs=1, shuffle=False, verbose=0)
-        digests.append([v.numpy().tobytes() for v in model.weights])
-    assert digests[0] == digests[1] == digests[2]
-
-
-def test_after_all_gradients_keeps_values_and_nones():
-    grads = [tf.constant([1.0, 2.0]), None, tf.IndexedSlices(tf.constant([[3.0]]), tf.constant([0]), tf.constant([2, 1]))]
-    out = optimizers.ordering.after_all_gradients(grads)
-    assert out[1] is None and isinstance(out[2], tf.IndexedSlices)
-    np.testing.assert_array_equal(out[0].numpy(), [1.0, 2.0])
-    np.testing.assert_array_equal(out[2].values.numpy(), [[3.0]])

@@ -39,7 +39,8 @@ def define_common_flags():
     )
     flags.DEFINE_bool(
         "deterministic", False,
-        "Bit-reproducible runs (and resumptions): TF op determinism on top of the fixed seeds. Slower.",
+        "Bit-reproducible runs (and resumptions): keras_l2t.determinism.enable_determinism() (TF op determinism, "
+        "no Grappler arithmetic rewrites, gradients summed in a fixed order) on top of the fixed seeds.",
     )
     flags.DEFINE_bool(
         "overwrite", False,

@@ -32,6 +32,7 @@ recomputation cost no time and the memory rose above the recorded version's
 
 import tensorflow as tf
 
+from keras_l2t.determinism import ordered_sum
 from keras_l2t.optimizers.sgd import sgd_momentum_step
 
 
@@ -89,7 +90,7 @@ def adjoint_meta_gradient(
                 tape.watch(sources)
                 evaluated_at = [tf.stop_gradient(p) for p in theta_t] if first_order else theta_t
                 grads = step_gradient(t, evaluated_at)
-                product = tf.add_n([tf.reduce_sum(g * u_i) for g, u_i in zip(grads, u) if g is not None])
+                product = ordered_sum([tf.reduce_sum(g * u_i) for g, u_i in zip(grads, u) if g is not None])
             result = tape.gradient(product, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
             if not first_order:
                 hvp, result = result[: len(theta_t)], result[len(theta_t) :]

@@ -3,4 +3,3 @@
 from keras_l2t.optimizers.schedules import EpochCosineDecay
 from keras_l2t.optimizers.sgd import SGD, sgd_momentum_step
 from keras_l2t.optimizers.adam import AdamL2
-from keras_l2t.optimizers import ordering

@@ -3,11 +3,9 @@
 import keras
 from keras import ops
 
-from keras_l2t.optimizers.ordering import AllGradientsFirst
-
 
 @keras.saving.register_keras_serializable(package="keras_l2t")
-class AdamL2(AllGradientsFirst, keras.optimizers.Adam):
+class AdamL2(keras.optimizers.Adam):
     """`torch.optim.Adam(weight_decay=wd)`: g ← g + wd·φ before the Adam moments.
 
     Keras Adam's `weight_decay` is decoupled (AdamW); the official code

@@ -18,8 +18,6 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from keras_l2t.optimizers.ordering import AllGradientsFirst
-
 
 def sgd_momentum_step(params, grads, buffers, learning_rate, momentum, weight_decay):
     """One PyTorch SGD-momentum step on lists of tensors; returns (params, buffers).
@@ -37,7 +35,7 @@ def sgd_momentum_step(params, grads, buffers, learning_rate, momentum, weight_de
 
 
 @keras.saving.register_keras_serializable(package="keras_l2t")
-class SGD(AllGradientsFirst, keras.optimizers.Optimizer):
+class SGD(keras.optimizers.Optimizer):
     """SGD with momentum and coupled L2 weight decay, exactly as `torch.optim.SGD`.
 
     Args:
