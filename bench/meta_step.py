@@ -35,6 +35,7 @@ every mode's timings under `by_mode`):
     python -m bench.meta_step
     python -m bench.meta_step --jit_compile --mixed_precision=mixed_bfloat16
     python -m bench.meta_step --modes=plain,meta,meta_recompute --details
+    python -m bench.meta_step --deterministic        # the cost of train.main's --deterministic
     python -m bench.meta_step --source_width=0.25 --target_width=0.25 --batch_size=8 --repeats=2 --warmup=1
 """
 
@@ -72,6 +73,7 @@ flags.adopt_module_key_flags(workload)
 flags.DEFINE_integer("warmup", 2, "Untimed steps per mode (the first one traces).")
 flags.DEFINE_integer("repeats", 5, "Timed rounds (one step of every mode each); the median is reported.")
 flags.DEFINE_boolean("jit_compile", False, "XLA for every model's train step (slow to compile on CPU).")
+flags.DEFINE_boolean("deterministic", False, "keras_l2t.determinism.enable_determinism() first (train.main's --deterministic).")
 flags.DEFINE_enum(
     "mixed_precision", None, ["mixed_float16", "mixed_bfloat16"],
     "Build every model under this dtype policy (the L2T-ww look-ahead stays float32).",
@@ -85,6 +87,7 @@ flags.DEFINE_integer("seed", 0, "Seed for the data and the weights.")
 _PASSED_FLAGS = (
     "source", "target", "source_width", "target_width", "image_size", "batch_size", "inner_steps",
     "pairs", "num_classes", "source_classes", "warmup", "repeats", "jit_compile", "mixed_precision", "seed",
+    "deterministic",
 )  # fmt: skip
 
 
@@ -97,8 +100,11 @@ def _build_models(modes):
     import keras
 
     import keras_l2t
-    from keras_l2t import backbones, precision
+    from keras_l2t import backbones, determinism, precision
     from keras_l2t.pairs import format_pairs
+
+    if FLAGS.deterministic:
+        determinism.enable_determinism()
 
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
 

@@ -15,7 +15,6 @@ momentum, as PyTorch 1.x does (method.md §4.2). The L2T-ww look-ahead calls
 """
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 
