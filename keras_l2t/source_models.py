@@ -1,9 +1,15 @@
-"""Source networks: `.keras` backbones, or ImageNet ResNet-50 from keras.applications.
+"""Source networks: the paper's, keras-hub presets, `.keras` backbones, or keras.applications' ResNet-50.
 
-The frozen source of L2T-ww is any `Backbone`. `load_source` accepts a path
-to a saved `.keras` backbone (e.g. from `train.pretrain_source`) or the name
-"resnet50_imagenet" (downloads Keras' ImageNet weights where the internet is
-reachable, fails within seconds where it is not).
+The frozen source of L2T-ww is any `Backbone`. `load_source` accepts:
+- "tinyimagenet_resnet32": the authors' Tiny-ImageNet ResNet-32 (32×32 setting),
+  shipped with the package (`official_weights`);
+- "resnet34_imagenet" (torchvision's ImageNet ResNet-34 through timm, the 224
+  setting), any `hf://` / `kaggle://` handle, keras-hub preset name or local
+  preset directory (`hub_sources`);
+- "resnet50_imagenet" (keras.applications);
+- a path to a saved `.keras` backbone (e.g. from `train.pretrain_source`).
+Downloads happen only where the host answers; otherwise loading fails within
+seconds saying which files to put where.
 """
 
 import os
@@ -11,6 +17,7 @@ import os
 import keras
 from keras import ops
 
+from keras_l2t import hub_sources, official_weights
 from keras_l2t.backbones.backbone import Backbone
 from keras_l2t.data.availability import reachable_endpoints
 from keras_l2t.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
@@ -18,7 +25,9 @@ from keras_l2t.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 RESNET50_TAPS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
 RESNET50_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
 RESNET50_WEIGHTS_HOST = ("storage.googleapis.com", 443)
-NAMED_SOURCES = ("resnet50_imagenet",)
+NAMED_SOURCES = (
+    official_weights.TINYIMAGENET_RESNET32, *hub_sources.HUB_ALIASES, "resnet50_imagenet",
+)
 
 
 class SourceUnavailableError(RuntimeError):
@@ -62,7 +71,7 @@ def resnet50_imagenet(image_size=224, weights="imagenet"):
 
 
 def load_source(spec, image_size):
-    """The frozen source `Backbone` for `spec` (a `.keras` path or a name in NAMED_SOURCES).
+    """The frozen source `Backbone` for `spec`: a name in NAMED_SOURCES, a keras-hub preset, or a `.keras` path.
 
     Raises:
         SourceUnavailableError: with what to do, when it cannot be loaded or does
@@ -70,6 +79,10 @@ def load_source(spec, image_size):
     """
     if spec == "resnet50_imagenet":
         source = resnet50_imagenet(image_size)
+    elif spec == official_weights.TINYIMAGENET_RESNET32:
+        source = official_weights.tinyimagenet_resnet32(image_size)
+    elif not os.path.isfile(spec) and hub_sources.is_hub_spec(spec):
+        source = hub_sources.hub_source(spec, image_size)
     else:
         if not os.path.isfile(spec):
             raise SourceUnavailableError(

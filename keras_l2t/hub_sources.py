@@ -1,0 +1,166 @@
+"""Sources from keras-hub: any image backbone preset, or any timm checkpoint keras-hub converts.
+
+The 224 setting of the paper transfers from torchvision's ImageNet ResNet-34,
+which timm publishes as `resnet34.tv_in1k`; keras-hub converts timm checkpoints
+on loading, so `hub_source("hf://timm/resnet34.tv_in1k")` (short name
+`resnet34_imagenet`) is that network as a keras_l2t `Backbone`. Its taps are the
+backbone's feature-pyramid outputs (P2…P5 for a ResNet: the four stage outputs
+that the official code matches, docs/method.md §1.1) and its logits come from
+the preset's classification head.
+
+Loading never waits on the network: a preset is read from a local directory, or
+from the Hugging Face cache when it is there; only when it is missing and the hub
+answers within seconds is it downloaded. Otherwise an `InputError` says which
+files to copy where.
+"""
+
+import os
+
+import keras
+import numpy as np
+
+from keras_l2t.backbones.backbone import Backbone
+from keras_l2t.data.availability import reachable_endpoints
+from keras_l2t.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_l2t.errors import InputError
+
+# Short names of the sources the paper uses that keras-hub provides.
+HUB_ALIASES = {"resnet34_imagenet": "hf://timm/resnet34.tv_in1k"}
+HUGGING_FACE_HOST = ("huggingface.co", 443)
+KAGGLE_HOST = ("www.kaggle.com", 443)
+# Files keras-hub reads from a timm or keras-hub preset directory.
+PRESET_FILE_PATTERNS = ("*.json", "*.safetensors", "*.weights.h5")
+
+
+def is_hub_spec(spec):
+    """Whether `spec` names a keras-hub source: an alias, a hf:// or kaggle:// handle, a preset directory, or a built-in preset name."""
+    if spec in HUB_ALIASES or spec.startswith(("hf://", "kaggle://")):
+        return True
+    if os.path.isdir(spec):
+        return os.path.isfile(os.path.join(spec, "config.json"))
+    return _builtin_preset(spec)
+
+
+def _keras_hub():
+    try:
+        import keras_hub  # pylint: disable=import-outside-toplevel
+    except ImportError as error:
+        raise InputError(
+            f"keras-hub sources need the keras-hub package ({error}); `pip install keras-hub safetensors`."
+        ) from error
+    return keras_hub
+
+
+def _builtin_preset(name):
+    if "/" in name or name.endswith(".keras"):
+        return False
+    try:
+        return name in _keras_hub().models.Backbone.presets
+    except InputError:
+        return False
+
+
+def _hugging_face_snapshot(spec):
+    """The local directory holding the preset files of a hf:// handle, downloading them only if the hub answers."""
+    import huggingface_hub  # pylint: disable=import-outside-toplevel
+    from huggingface_hub import constants  # pylint: disable=import-outside-toplevel
+
+    repo_id = spec.removeprefix("hf://")
+    try:
+        return huggingface_hub.snapshot_download(repo_id, allow_patterns=list(PRESET_FILE_PATTERNS), local_files_only=True)
+    except Exception:  # pylint: disable=broad-except  # not (completely) cached: fall through
+        pass
+    if not reachable_endpoints([HUGGING_FACE_HOST]):
+        raise InputError(
+            f"Source {spec!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
+            f"{HUGGING_FACE_HOST[0]} is unreachable. On a machine with internet access run "
+            f"`huggingface-cli download {repo_id} config.json model.safetensors --local-dir DIR`, copy DIR here "
+            "and pass --source=DIR (or copy that machine's cache folder models--"
+            f"{repo_id.replace('/', '--')} into the cache above)."
+        )
+    return huggingface_hub.snapshot_download(repo_id, allow_patterns=list(PRESET_FILE_PATTERNS))
+
+
+def _local_preset(spec):
+    """A preset keras-hub can load without the network, or an InputError saying what to provide."""
+    spec = HUB_ALIASES.get(spec, spec)
+    if os.path.isdir(spec):
+        return spec
+    if spec.startswith("hf://"):
+        return _hugging_face_snapshot(spec)
+    if not reachable_endpoints([KAGGLE_HOST]):
+        cache = os.environ.get("KAGGLEHUB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "kagglehub"))
+        raise InputError(
+            f"keras-hub preset {spec!r} is downloaded from Kaggle, and {KAGGLE_HOST[0]} is unreachable. On a "
+            f"machine with internet access load it once (keras_hub.models.Backbone.from_preset({spec!r})), then "
+            f"copy its kagglehub cache ({cache}) here, or save it with `backbone.save_to_preset(DIR)` and pass "
+            "--source=DIR."
+        )
+    return spec
+
+
+@keras.saving.register_keras_serializable(package="keras_l2t")
+class ChannelAffine(keras.layers.Layer):
+    """y = x·scale + offset per channel: maps keras_l2t's normalised inputs to what a preset expects."""
+
+    def __init__(self, scale, offset, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = [float(s) for s in scale]
+        self.offset = [float(o) for o in offset]
+
+    def call(self, inputs):
+        scale = keras.ops.convert_to_tensor(self.scale, inputs.dtype)
+        offset = keras.ops.convert_to_tensor(self.offset, inputs.dtype)
+        return inputs * scale + offset
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "offset": self.offset}
+
+
+def _input_affine(converter):
+    """(scale, offset) from keras_l2t inputs, (pixels/255 − ImageNet mean)/std, to the converter's output.
+
+    The converter maps pixels p ∈ [0, 255] to p·s + o (keras-hub's ImageConverter);
+    with p = 255·(x·std + mean) that is x·(255·std·s) + (255·mean·s + o).
+    """
+    scale = np.broadcast_to(np.asarray(1.0 if converter is None or converter.scale is None else converter.scale), (3,))
+    offset = np.broadcast_to(np.asarray(0.0 if converter is None or converter.offset is None else converter.offset), (3,))
+    std, mean = np.asarray(IMAGENET_STD), np.asarray(IMAGENET_MEAN)
+    return 255.0 * std * scale, 255.0 * mean * scale + offset
+
+
+def hub_source(spec, image_size=224, name=None):
+    """A keras-hub image classifier preset as a frozen keras_l2t `Backbone`.
+
+    Args:
+        spec: `resnet34_imagenet`, a `hf://` or `kaggle://` handle, a keras-hub
+            preset name, or a local preset directory (timm's `config.json` +
+            `model.safetensors`, or a keras-hub preset).
+        image_size: Input side.
+        name: The Backbone's name (default: derived from `spec`).
+
+    The taps are the backbone's `pyramid_outputs` in level order; the logits
+    are the preset's classification head on the backbone's output.
+    """
+    keras_hub = _keras_hub()
+    preset = _local_preset(spec)
+    try:
+        classifier = keras_hub.models.ImageClassifier.from_preset(preset)
+    except (ValueError, FileNotFoundError, OSError) as error:
+        raise InputError(f"keras-hub could not load an image classifier from {spec!r}: {error}") from error
+    backbone = classifier.backbone
+    levels = sorted(getattr(backbone, "pyramid_outputs", None) or {}, key=lambda level: int(level.lstrip("P")))
+    if not levels:
+        raise InputError(f"The backbone of {spec!r} ({type(backbone).__name__}) has no pyramid_outputs to tap.")
+    features = keras.Model(backbone.inputs, [backbone.output] + [backbone.pyramid_outputs[k] for k in levels])
+    inputs = keras.Input((image_size, image_size, 3), name="images")
+    scale, offset = _input_affine(getattr(classifier.preprocessor, "image_converter", None))
+    x = inputs
+    if not (np.allclose(scale, 1.0, atol=1e-6) and np.allclose(offset, 0.0, atol=1e-6)):
+        x = ChannelAffine(scale, offset, name="preset_inputs")(x)
+    backbone_output, *taps = features(x)
+    pooled = classifier.pooler(backbone_output)
+    logits = classifier.output_dense(pooled)
+    name = name or os.path.basename(HUB_ALIASES.get(spec, spec).rstrip("/")).replace(".", "_").replace("-", "_")
+    network = keras.Model(inputs, [logits] + taps, name=f"{name}_network")
+    return Backbone(network, name=name)
