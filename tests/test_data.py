@@ -8,6 +8,7 @@ import collections
 import os
 import socket
 import time
+import types
 
 import numpy as np
 import pytest
@@ -21,7 +22,8 @@ from keras_l2t.data import (
     DatasetSplits,
     load_dataset,
 )
-from keras_l2t.data import availability, preprocessing, sources, splits
+from keras_l2t.data import availability, datasets, official_splits, pipeline, preprocessing, sources, splits
+from keras_l2t.errors import InputError
 from tests import fake_stanford_dogs as fake_dogs
 
 PRESENT_DOG_CLASSES = 3  # conftest's fixture: classes 0..2 have 100 train + 2 test files.
@@ -52,7 +54,7 @@ def test_official_dogs_offsets_table_is_120_classes_of_10_distinct_offsets():
         assert len(offsets) == 10 and len(set(offsets)) == 10
         assert all(0 <= o < 100 for o in offsets)
         assert list(offsets) == sorted(offsets)
-    # Rows copied from method.md Appendix A.
+    # Rows copied from docs/method.md Appendix A.
     assert table[0] == (3, 15, 22, 32, 38, 45, 63, 78, 83, 89)
     assert table[57] == (6, 14, 17, 18, 24, 32, 68, 89, 93, 99)
     assert table[119] == (7, 14, 17, 23, 26, 30, 31, 53, 60, 82)
@@ -105,6 +107,97 @@ def test_official_val_mask_sorts_basenames_as_strings():
     assert "n00_10.jpg" in sorted(f"n00_{j}.jpg" for j in range(100))[:3]  # string order
 
 
+# (train, val, test) sizes and number of classes of the shipped official splits.
+OFFICIAL_SIZES = {
+    "cifar100": (45_000, 5_000, 10_000, 100),
+    "stl10": (4_500, 500, 8_000, 10),
+    "cub200": (4_994, 1_000, 5_794, 200),
+    "dog": (10_800, 1_200, 8_580, 120),
+}
+
+
+@pytest.mark.parametrize("name", official_splits.SPLIT_NAMES)
+def test_shipped_official_splits_sizes_disjointness_and_classes(name):
+    split = official_splits.load_official_split(name)
+    num_train, num_val, num_test, num_classes = OFFICIAL_SIZES[name]
+    assert (len(split.train), len(split.val), len(split.test)) == (num_train, num_val, num_test)
+    assert split.classes == tuple(range(num_classes))
+    assert not set(split.train) & set(split.val)
+    train_and_val = np.sort(np.concatenate([split.train, split.val]))
+    np.testing.assert_array_equal(train_and_val, np.arange(num_train + num_val))
+    np.testing.assert_array_equal(split.test, np.arange(num_test))
+    assert os.path.exists(os.path.join(official_splits.SPLIT_DIR, "LICENSE-alinlab-L2T-ww"))
+
+
+def test_shipped_dog_split_is_the_embedded_offsets_table():
+    # The Dogs ImageFolder has 100 training files per class: index = class * 100 + offset.
+    expected = sorted(c * 100 + o for c, offsets in splits.STANFORD_DOGS_VAL_OFFSETS.items() for o in offsets)
+    np.testing.assert_array_equal(official_splits.load_official_split("dog").val, expected)
+
+
+def _tiny_split(train, val, test, num_classes):
+    return official_splits.OfficialSplit(
+        "tiny", np.array(train), np.array(val), np.array(test), tuple(range(num_classes))
+    )
+
+
+def test_positions_from_ids_and_the_official_val_mask():
+    ids = [b"train_00003", b"train_00000", "train_00002", b"train_00001"]
+    positions = official_splits.positions_from_ids(ids, "train_", "cifar100")
+    np.testing.assert_array_equal(positions, [3, 0, 2, 1])
+    split = _tiny_split([0, 2], [1, 3], [0, 1], 2)
+    mask = official_splits.official_val_mask(split, positions, num_test=2, num_classes=2, dataset="cifar100")
+    np.testing.assert_array_equal(mask, [True, False, False, True])
+    with pytest.raises(InputError, match="cifar100.*test_00001"):
+        official_splits.positions_from_ids([b"test_00001"], "train_", "cifar100")
+    failures = {  # what is wrong -> (positions, num_test, num_classes)
+        "too few examples": ([3, 0, 2], 2, 2),
+        "a position twice": ([3, 0, 3, 1], 2, 2),
+        "a position out of range": ([4, 0, 2, 1], 2, 2),
+        "another test set": ([3, 0, 2, 1], 3, 2),
+        "other classes": ([3, 0, 2, 1], 2, 3),
+    }
+    for bad_positions, num_test, num_classes in failures.values():
+        with pytest.raises(InputError, match="official cifar100 split"):
+            official_splits.official_val_mask(split, bad_positions, num_test, num_classes, "cifar100")
+    overlapping = _tiny_split([0, 1, 2], [1, 3], [0, 1], 2)
+    with pytest.raises(InputError, match="overlap"):
+        official_splits.official_val_mask(overlapping, [3, 0, 2, 1], 2, 2, "cifar100")
+
+
+def test_imagefolder_positions_sort_folders_then_file_names_as_strings():
+    # ImageFolder order: class folders sorted, then files sorted as strings (x_10 before x_2).
+    files = [("001.Albatross", "x_1.jpg"), ("001.Albatross", "x_10.jpg"), ("001.Albatross", "x_2.jpg"),
+             ("002.Auklet", "a.jpg"), ("010.Wren", "b.jpg")]
+    labels = [0, 0, 0, 1, 9]
+    order = np.random.default_rng(0).permutation(len(files))
+    names = [f"CUB_200_2011/images/{files[i][0]}/{files[i][1]}".encode() for i in order]
+    positions = official_splits.imagefolder_positions(names, np.array(labels)[order], "caltech_birds2011")
+    np.testing.assert_array_equal(positions, order)
+    swapped = np.array([9, 0, 0, 1, 0])[order]  # labels no longer follow the folder names
+    with pytest.raises(InputError, match="caltech_birds2011"):
+        official_splits.imagefolder_positions(names, swapped, "caltech_birds2011")
+    mixed = np.array([0, 1, 0, 1, 9])[order]  # one folder, two labels
+    with pytest.raises(InputError, match="001.Albatross"):
+        official_splits.imagefolder_positions(names, mixed, "caltech_birds2011")
+
+
+def test_split_argument_resolution(caplog):
+    assert datasets._resolved_split("cifar100", datasets.DATASETS["cifar100"], None) == "official"
+    assert datasets._resolved_split("cifar100", datasets.DATASETS["cifar100"], "seeded") == "seeded"
+    assert datasets._resolved_split("cifar10", datasets.DATASETS["cifar10"], None) == "seeded"
+    with pytest.raises(InputError, match="cifar10.*no official split"):
+        datasets._resolved_split("cifar10", datasets.DATASETS["cifar10"], "official")
+    with pytest.raises(InputError, match="random"):
+        datasets._resolved_split("cifar100", datasets.DATASETS["cifar100"], "random")
+    datasets._warned_unmatched.discard("stl10")
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            assert datasets._resolved_split("stl10", datasets.DATASETS["stl10"], "official") == "seeded"
+    warnings = [r for r in caplog.records if "stl10" in r.getMessage()]
+    assert len(warnings) == 1 and "seeded" in warnings[0].getMessage()  # said once
+
+
 # ------------------------------------------------------------------------ preprocessing
 
 
@@ -132,6 +225,82 @@ def test_imagenet_transforms_shapes_ranges_and_seeding(shape):
     np.testing.assert_array_equal(values, preprocessing.imagenet_train(image, 224, seed).numpy())
     other = preprocessing.imagenet_train(image, 224, tf.constant([7, 8], tf.int64)).numpy()
     assert not np.array_equal(values, other)
+
+
+def _torchvision_crop_boxes(height, width, count, rng, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
+    """NumPy transcription of torchvision `RandomResizedCrop.get_params`: (top, left, h, w) rows."""
+    boxes = []
+    for _ in range(count):
+        for _ in range(10):
+            area = height * width * rng.uniform(*scale)
+            aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+            w, h = int(round(np.sqrt(area * aspect))), int(round(np.sqrt(area / aspect)))
+            if 0 < w <= width and 0 < h <= height:
+                boxes.append((rng.integers(0, height - h + 1), rng.integers(0, width - w + 1), h, w))
+                break
+        else:
+            in_ratio = width / height
+            if in_ratio < min(ratio):
+                w, h = width, int(round(width / min(ratio)))
+            elif in_ratio > max(ratio):
+                w, h = int(round(height * max(ratio))), height
+            else:
+                w, h = width, height
+            boxes.append(((height - h) // 2, (width - w) // 2, h, w))
+    return np.array(boxes)
+
+
+def _crop_boxes(height, width, count):
+    seeds = tf.stack([tf.range(count, dtype=tf.int64), tf.fill([count], tf.constant(11, tf.int64))], axis=1)
+
+    @tf.function
+    def boxes(seeds):
+        return tf.map_fn(
+            lambda s: tf.stack(preprocessing.random_resized_crop_box(height, width, s)), seeds,
+            fn_output_signature=tf.int32,
+        )
+
+    return boxes(seeds).numpy()
+
+
+@pytest.mark.parametrize("height, width, min_fallbacks", [(200, 300, 0.0), (40, 400, 0.2)])
+def test_random_resized_crop_boxes_follow_torchvisions_distribution(height, width, min_fallbacks):
+    count = 2000
+    ours = _crop_boxes(height, width, count)
+    reference = _torchvision_crop_boxes(height, width, count, np.random.default_rng(0))
+    top, left, h, w = ours.T
+    assert (top >= 0).all() and (left >= 0).all() and (h >= 1).all() and (w >= 1).all()
+    assert (top + h <= height).all() and (left + w <= width).all()
+    clamped_w = round(height * 4 / 3)  # both images are wider than 4:3
+    centre = (0, (width - clamped_w) // 2, height, clamped_w)
+
+    def statistics(boxes):
+        """Area fraction and log aspect ratio of the sampled (not fallback) boxes; share of fallbacks."""
+        fallbacks = np.all(boxes == centre, axis=1)
+        sampled = boxes[~fallbacks]
+        area = sampled[:, 2] * sampled[:, 3] / (height * width)
+        return area, np.log(sampled[:, 3] / sampled[:, 2]), fallbacks.mean()
+
+    area, log_ratio, fallback = statistics(ours)
+    ref_area, ref_log_ratio, ref_fallback = statistics(reference)
+    for ours_values, ref_values in ((area, ref_area), (log_ratio, ref_log_ratio)):
+        n, ref_n = len(ours_values), len(ref_values)
+        standard_error = np.sqrt(ours_values.var() / n + ref_values.var() / ref_n)
+        assert abs(ours_values.mean() - ref_values.mean()) < 4 * standard_error
+        spread = np.quantile(ref_values, 0.9) - np.quantile(ref_values, 0.1)
+        tolerance = 3 * np.sqrt(1 / n + 1 / ref_n) * spread
+        for q in (0.1, 0.25, 0.5, 0.75, 0.9):
+            assert abs(np.quantile(ours_values, q) - np.quantile(ref_values, q)) < tolerance
+    assert ref_fallback >= min_fallbacks
+    assert abs(fallback - ref_fallback) < 4 * np.sqrt(ref_fallback * (1 - ref_fallback) / count) + 0.01
+
+
+def test_random_resized_crop_fallback_is_the_centred_clamped_crop():
+    # 10 x 1000: no crop of ratio <= 4/3 covers 8 % of the image, so every draw falls back.
+    boxes = _crop_boxes(10, 1000, 50)
+    np.testing.assert_array_equal(boxes, np.tile([0, (1000 - 13) // 2, 10, 13], (50, 1)))
+    tall = _crop_boxes(1000, 10, 5)
+    np.testing.assert_array_equal(tall, np.tile([(1000 - 13) // 2, 0, 13, 10], (5, 1)))
 
 
 def test_small_image_transforms():
@@ -221,6 +390,20 @@ def test_training_stream_keyed_by_epoch_resumes_exactly():
     assert not _image_keys(epoch_x) - _image_keys(train_x)  # a sub-multiset: nothing repeated
     assert len(set(_image_keys(epoch_x).values()) - {1}) <= 1  # (digits has a few duplicate images)
     assert not np.array_equal(epoch_y, _unbatch(plain.train_epochs(6, 1))[1])
+
+
+def test_training_streams_reshuffle_the_whole_training_set():
+    # 25,000 examples, more than any shuffle window the pipeline ever had (10,000): the
+    # first batch of an epoch must draw from the whole set, in both training streams.
+    num = 25_000
+    records = tf.data.Dataset.from_tensor_slices((tf.zeros([num], tf.uint8), tf.range(num, dtype=tf.int32)))
+    kwargs = dict(prepare=tf.identity, augment=lambda image, seed: image, batch_size=1000, seed=3, cache=False)
+    for first_batch in (
+        next(iter(pipeline.train_dataset(records, num, **kwargs)))[1].numpy(),
+        next(iter(pipeline.train_epochs(records, num, **kwargs)(0, 1)))[1].numpy(),
+    ):
+        assert len(set(first_batch)) == 1000
+        assert np.mean(first_batch >= 10_000) > 0.5  # about 60 % of the set lies past the first 10,000
 
 
 def test_digits_classes_and_examples_per_class():
@@ -343,26 +526,31 @@ def _write_fake_cifar10(archive_dir):
             tar.addfile(info, io.BytesIO(data))
 
 
-@pytest.fixture(scope="module")
-def fake_cifar10_data_dir(tmp_path_factory):
-    """`cifar10` prepared by the real TFDS builder from a tiny generated archive (recipe B)."""
+def _prepare_with_real_builder(tfds_name, archive_dir, data_dir):
+    """Run the real TFDS builder on generated archives in `archive_dir` (recipe B); returns data_dir."""
     from unittest import mock
 
     import tensorflow_datasets as tfds
     from tensorflow_datasets.core.download import checksums
 
-    archive_dir, data_dir = tmp_path_factory.mktemp("cifar_archive"), tmp_path_factory.mktemp("cifar_data")
-    _write_fake_cifar10(archive_dir)
-    builder_cls = tfds.builder_cls("cifar10")
+    builder_cls = tfds.builder_cls(tfds_name)
     local = {
         url: checksums.compute_url_info(archive_dir / info.filename)
         for url, info in builder_cls.url_infos.items()
     }
     with mock.patch.object(builder_cls, "url_infos", local):
-        tfds.builder("cifar10", data_dir=str(data_dir)).download_and_prepare(
+        tfds.builder(tfds_name, data_dir=str(data_dir)).download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=str(archive_dir))
         )
     return str(data_dir)
+
+
+@pytest.fixture(scope="module")
+def fake_cifar10_data_dir(tmp_path_factory):
+    """`cifar10` prepared by the real TFDS builder from a tiny generated archive (recipe B)."""
+    archive_dir, data_dir = tmp_path_factory.mktemp("cifar_archive"), tmp_path_factory.mktemp("cifar_data")
+    _write_fake_cifar10(archive_dir)
+    return _prepare_with_real_builder("cifar10", archive_dir, data_dir)
 
 
 def _cifar_ids(images):
@@ -394,6 +582,107 @@ def test_tfds_class_balanced_val_picks_the_masked_records(fake_cifar10_data_dir)
     assert x.shape == (8, 32, 32, 3) and x.dtype == tf.float32
 
 
+CIFAR100_TRAIN, CIFAR100_TEST = 300, 20
+
+
+def _write_fake_cifar100(archive_dir):
+    """cifar-100-binary.tar.gz in the real layout; image i has R = i % 256, G = i // 256, label i % 100."""
+    import io
+    import tarfile
+
+    def records(count):
+        out = []
+        for i in range(count):
+            image = np.zeros((3, 32, 32), np.uint8)
+            image[0], image[1] = i % 256, i // 256
+            out.append(bytes([(i % 100) // 5, i % 100]) + image.tobytes())  # coarse label, fine label
+        return b"".join(out)
+
+    files = {
+        "train.bin": records(CIFAR100_TRAIN),
+        "test.bin": records(CIFAR100_TEST),
+        "coarse_label_names.txt": "\n".join(f"coarse_{c}" for c in range(20)).encode(),
+        "fine_label_names.txt": "\n".join(f"fine_{c}" for c in range(100)).encode(),
+    }
+    with tarfile.open(archive_dir / "cifar-100-binary.tar.gz", "w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo("cifar-100-binary/" + name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def fake_cifar100_data_dir(tmp_path_factory):
+    archive_dir = tmp_path_factory.mktemp("cifar100_archive")
+    data_dir = tmp_path_factory.mktemp("cifar100_data")
+    _write_fake_cifar100(archive_dir)
+    return _prepare_with_real_builder("cifar100", archive_dir, data_dir)
+
+
+def _write_split_file(folder, name, val, num_train, num_test, num_classes):
+    import json
+
+    classes = list(range(num_classes))
+    train = sorted(set(range(num_train)) - set(val))
+    parts = {"train": train, "val": sorted(val), "test": list(range(num_test))}
+    (folder / f"split_{name}.json").write_text(
+        json.dumps({part: {"classes": classes, "indices": indices} for part, indices in parts.items()})
+    )
+
+
+def test_cifar100_official_split_through_real_builder(fake_cifar100_data_dir, tmp_path, monkeypatch):
+    import tensorflow_datasets as tfds
+
+    # TFDS stores the examples in another order than train.bin; the split indexes train.bin.
+    source = sources.TfdsSource(tfds.builder("cifar100", data_dir=fake_cifar100_data_dir), "train")
+    positions = official_splits.positions_from_ids(source.ids, "train_", "cifar100")
+    assert not np.array_equal(positions, np.arange(CIFAR100_TRAIN))
+    np.testing.assert_array_equal(source.labels, positions % 100)  # the id is the position in train.bin
+
+    val = [int(i) for i in np.random.default_rng(1).choice(CIFAR100_TRAIN, 30, replace=False)]
+    _write_split_file(tmp_path, "cifar100", val, CIFAR100_TRAIN, CIFAR100_TEST, 100)
+    monkeypatch.setattr(official_splits, "SPLIT_DIR", str(tmp_path))
+    kwargs = dict(data_dir=fake_cifar100_data_dir, download=False, batch_size=1, augment=False)
+    data = load_dataset("cifar100", **kwargs)  # official by default
+    assert (data.num_train, data.num_val, data.num_test) == (270, 30, 20)
+    val_x, val_y = _unbatch(data.val)
+    train_x, train_y = _unbatch(data.train)
+    assert sorted(_cifar_ids(val_x)) == sorted(val)
+    assert sorted(_cifar_ids(train_x)) == sorted(set(range(CIFAR100_TRAIN)) - set(val))
+    np.testing.assert_array_equal(val_y, _cifar_ids(val_x) % 100)  # labels travel with images
+
+    seeded = load_dataset("cifar100", split="seeded", seed=1, **kwargs)
+    assert sorted(_cifar_ids(_unbatch(seeded.val)[0])) != sorted(val)
+
+    _write_split_file(tmp_path, "cifar100", val, CIFAR100_TRAIN + 1, CIFAR100_TEST, 100)  # indexes one too many
+    with pytest.raises(InputError, match="official cifar100 split"):
+        load_dataset("cifar100", split="official", **kwargs)
+
+
+def test_cub_official_split_matches_imagefolder_positions(tmp_path, monkeypatch):
+    """caltech_birds2011's wiring on a stand-in source (the real builder needs OpenCV for its masks)."""
+    folders = [f"{c + 1:03d}.Bird_{c}" for c in range(3)]
+    files = [(c, folder, f"Bird_{c}_{j}.jpg") for c, folder in enumerate(folders) for j in (1, 2, 10, 11)]
+    order = np.random.default_rng(2).permutation(len(files))  # TFDS order differs from ImageFolder's
+    train_source = types.SimpleNamespace(
+        labels=np.array([files[i][0] for i in order]),
+        filenames=np.array([f"CUB_200_2011/images/{files[i][1]}/{files[i][2]}".encode() for i in order]),
+        class_names=tuple(folders),
+    )
+    # ImageFolder positions: Bird_c_1, Bird_c_10, Bird_c_11, Bird_c_2 for each class c.
+    val = [1, 7, 8]  # Bird_0_10, Bird_1_2, Bird_2_1
+    _write_split_file(tmp_path, "cub200", val, len(files), 5, 3)
+    monkeypatch.setattr(official_splits, "SPLIT_DIR", str(tmp_path))
+    spec = datasets.DATASETS["caltech_birds2011"]
+    test_source = types.SimpleNamespace(num_examples=5)
+    mask = datasets._official_val_mask("caltech_birds2011", spec, train_source, test_source)
+    picked = {os.path.basename(f.decode()) for f in train_source.filenames[mask]}
+    assert picked == {"Bird_0_10.jpg", "Bird_1_2.jpg", "Bird_2_1.jpg"}
+    with pytest.raises(InputError, match="caltech_birds2011.*test"):
+        bigger_test = types.SimpleNamespace(num_examples=6)
+        datasets._official_val_mask("caltech_birds2011", spec, train_source, bigger_test)
+
+
 # ----------------------------------------------------------------------- image folders
 
 
@@ -416,6 +705,42 @@ def test_folder_dataset(tmp_path):
     assert x.shape == (4, 64, 64, 3) and y.dtype == tf.int32
     test_x, test_y = _unbatch(data.test)
     assert test_x.shape == (4, 64, 64, 3) and sorted(test_y) == [0, 0, 1, 1]
+
+
+def _write_images(folder, count, shape):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(np.full(shape, 10 * i, np.uint8)).numpy())
+
+
+def test_folder_dataset_setting_follows_image_size(tmp_path, caplog):
+    small, large = tmp_path / "small", tmp_path / "large"
+    for split, count in (("train", 5), ("test", 1)):
+        for class_name in ("a", "b"):
+            _write_images(small / split / class_name, count, (48, 64, 3))
+            _write_images(large / split / class_name, count, (65, 40, 3))
+    with caplog.at_level("INFO"):
+        small_data = load_dataset(f"folder:{small}", batch_size=4)
+        large_data = load_dataset(f"folder:{large}", batch_size=4)
+    assert small_data.image_size == 32 and large_data.image_size == 224
+    messages = [r.getMessage() for r in caplog.records if "folder:" in r.getMessage()]
+    assert len(messages) == 2
+    assert "32x32" in messages[0] and "cifar" in messages[0] and "64 px" in messages[0]
+    assert "224x224" in messages[1] and "imagenet" in messages[1] and "65 px" in messages[1]
+    assert next(iter(small_data.train))[0].shape == (4, 32, 32, 3)
+    assert next(iter(large_data.test))[0].shape == (2, 224, 224, 3)
+
+    # An explicit augmentation chooses the setting; "none" keeps the judged one.
+    assert load_dataset(f"folder:{small}", batch_size=4, augmentation="imagenet").image_size == 224
+    assert load_dataset(f"folder:{large}", batch_size=4, augmentation="pad_crop").image_size == 32
+    def constant_images(data):  # constant gray files stay constant unless a pad-crop adds zeros
+        images = _to_uint8(_unbatch(data.train)[0])
+        return [bool(image.min() == image.max()) for image in images]
+
+    assert all(constant_images(load_dataset(f"folder:{small}", batch_size=4, augmentation="none")))
+    assert not all(constant_images(small_data))
+    with pytest.raises(InputError, match="flip"):
+        load_dataset(f"folder:{small}", augmentation="flip")
 
 
 def test_folder_dataset_errors(tmp_path):

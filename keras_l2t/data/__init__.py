@@ -1,4 +1,4 @@
-"""Datasets of the L2T-ww experiments as tf.data pipelines (method.md §4.4, §8).
+"""Datasets of the L2T-ww experiments as tf.data pipelines (docs/method.md §4.4, §8).
 
 `load_dataset(name, ...)` returns a `DatasetSplits` with batched, normalised
 train / val / test sets. Modules: `preprocessing` (image transforms), `splits`

@@ -27,12 +27,13 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from keras_l2t.data import local_copies
+from keras_l2t.errors import InputError
 
 # Upper bound on the whole reachability check (DNS lookup plus TCP connect).
 REACHABILITY_TIMEOUT_S = 3.0
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(InputError, FileNotFoundError):
     """The dataset is neither prepared nor obtainable (no local archives, no network)."""
 
 

@@ -22,6 +22,8 @@ import urllib.parse
 from absl import logging
 import tensorflow_datasets as tfds
 
+from keras_l2t.errors import InputError
+
 # Where distribution packages install the archives, and the Debian/Ubuntu package that does.
 DEFAULT_DIRS = {"fashion_mnist": ("/usr/share/datasets/fashion-mnist",)}
 DEBIAN_PACKAGES = {"fashion_mnist": "dataset-fashion-mnist"}
@@ -41,7 +43,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _GZIP_FNAME = 0x08
 
 
-class LocalCopyError(ValueError):
+class LocalCopyError(InputError):
     """A local copy is missing files, or its files are not the dataset's registered archives."""
 
 

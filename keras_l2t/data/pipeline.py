@@ -1,8 +1,10 @@
 """tf.data assembly: selected examples -> batched, normalised training and eval sets.
 
-Training: [decode + resize + cache, for small datasets] -> shuffle (reshuffled
-every epoch) -> decode + augment + normalise (parallel, one stateless seed per
-example from `tf.data.Dataset.random`) -> batch(drop_remainder=True) -> prefetch.
+Training: [decode + resize + cache, for small datasets] -> full shuffle of the
+whole training set (reshuffled every epoch) -> decode + augment + normalise
+(parallel, one stateless seed per example from `tf.data.Dataset.random`) ->
+batch(drop_remainder=True) -> prefetch. Dropping the last partial batch is a
+documented deviation from the official `drop_last=False`.
 Evaluation: decode + eval transform + normalise -> batch -> prefetch, in a
 deterministic order. Given the same seed, the training stream is reproducible.
 
@@ -10,17 +12,14 @@ deterministic order. Given the same seed, the training stream is reproducible.
 count: epoch e's order and augmentation depend on (seed, e) alone, so a run
 resumed at epoch e sees exactly the batches an uninterrupted run would.
 
-Large datasets are shuffled as encoded bytes (decoding comes after the shuffle),
-so the 10,000-example buffer of Stanford Dogs holds about 400 MB of JPEGs.
+Large TFDS datasets are shuffled as encoded bytes (decoding comes after the
+shuffle): the whole training set is held, about 450 MB of JPEGs for Stanford
+Dogs; image folders are shuffled as file paths and read afterwards.
 """
 
 import tensorflow as tf
 
 from keras_l2t.data import preprocessing
-
-# Shuffle buffer upper bound; smaller datasets are shuffled in full.
-MAX_SHUFFLE_BUFFER = 10_000
-
 
 def decode(image):
     """Raw example image (encoded bytes or uint8 array) -> uint8 HxWx3."""
@@ -54,7 +53,7 @@ def train_dataset(records, num_examples, *, prepare, augment, batch_size, seed, 
 
     Args:
         records: Dataset of (raw image, int32 label).
-        num_examples: Number of records (sets the shuffle buffer).
+        num_examples: Number of records (the shuffle buffer: a full shuffle).
         prepare: Deterministic raw image -> image (decode, maybe resize).
         augment: (image, seed [2]) -> float32 image in [0, 255].
         batch_size: Batch size; the last partial batch is dropped.
@@ -62,9 +61,7 @@ def train_dataset(records, num_examples, *, prepare, augment, batch_size, seed, 
         cache: Cache prepared images in memory before shuffling (small datasets).
     """
     records, transform = _prepared_records(records, prepare, augment, cache)
-    shuffled = records.shuffle(
-        max(1, min(num_examples, MAX_SHUFFLE_BUFFER)), seed=seed, reshuffle_each_iteration=True
-    )
+    shuffled = records.shuffle(max(1, num_examples), seed=seed, reshuffle_each_iteration=True)
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
     augmented = tf.data.Dataset.zip((shuffled, seeds)).map(transform, num_parallel_calls=tf.data.AUTOTUNE)
@@ -88,16 +85,15 @@ def _stateless_permutation(records, window, seed):
 def train_epochs(records, num_examples, *, prepare, augment, batch_size, seed, cache):
     """A function (first_epoch, num_epochs, steps_per_epoch=None) -> batches of those epochs.
 
-    Epoch e is a stateless permutation of the records seeded by (seed, e) with
+    Epoch e is a stateless permutation of all the records seeded by (seed, e) with
     per-example augmentation seeds (seed, e, position), cut to `steps_per_epoch`
     batches (default: every full batch, the last partial one dropped; more steps
     continue into a new permutation). Nothing depends on how many epochs were
-    iterated before, which is what makes resuming exact. Cached datasets are
-    permuted whole; others in windows of `MAX_SHUFFLE_BUFFER` encoded examples.
-    Arguments as for `train_dataset`.
+    iterated before, which is what makes resuming exact. Arguments as for
+    `train_dataset`.
     """
     records, transform = _prepared_records(records, prepare, augment, cache)
-    window = max(1, num_examples if cache else min(num_examples, MAX_SHUFFLE_BUFFER))
+    window = max(1, num_examples)
     full_batches = num_examples // batch_size
 
     def make(first_epoch, num_epochs, steps_per_epoch=None):

@@ -5,8 +5,10 @@ Each function maps one HWC image to one HWC image and can run inside
 use stateless random ops, so a pipeline that feeds them seeds from
 `tf.data.Dataset.random(seed)` is deterministic. Geometry functions return float32
 in [0, 255]; `normalize` then applies the ImageNet statistics, which the official
-code uses for every dataset, CIFAR included (method.md §1.3, §4.4).
+code uses for every dataset, CIFAR included (docs/method.md §1.3, §4.4).
 """
+
+import math
 
 import tensorflow as tf
 
@@ -52,26 +54,59 @@ def resize(image, size):
     return tf.ensure_shape(resized, [size, size, image.shape[-1]])
 
 
-def imagenet_train(image, size=224, seed=None, antialias=True):
-    """RandomResizedCrop(size, scale 0.08-1, ratio 3/4-4/3) and a random horizontal flip.
+# torchvision RandomResizedCrop's defaults: area fraction, aspect ratio (w / h), attempts.
+CROP_SCALE = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+CROP_ATTEMPTS = 10
 
-    The crop box comes from `stateless_sample_distorted_bounding_box` with 10
-    attempts; when all fail the whole image is used (torchvision would take a
-    centre crop). Resizing is bilinear with antialiasing, as PIL does;
-    `antialias=False` is about twice as fast on CPU but aliases when shrinking.
+
+def random_resized_crop_box(height, width, seed, scale=CROP_SCALE, ratio=CROP_RATIO, attempts=CROP_ATTEMPTS):
+    """(top, left, crop height, crop width) by torchvision `RandomResizedCrop.get_params`' rule.
+
+    Each attempt draws an area fraction uniform in `scale` and an aspect ratio
+    log-uniform in `ratio`, with w = round(sqrt(area * ratio)) and
+    h = round(sqrt(area / ratio)) (half to even, as Python's round); the first
+    attempt with 0 < w <= width and 0 < h <= height wins, its top-left corner
+    uniform over the valid positions. If all fail: the whole image with its
+    ratio clamped to `ratio`, centred. The attempts are drawn at once (graph mode).
+    """
+    area_seed, ratio_seed, top_seed, left_seed = tf.unstack(_seeds(seed, 4))
+    height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+    h_f, w_f = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+    area = h_f * w_f * tf.random.stateless_uniform([attempts], area_seed, scale[0], scale[1], tf.float64)
+    log_ratio = tf.random.stateless_uniform(
+        [attempts], ratio_seed, math.log(ratio[0]), math.log(ratio[1]), tf.float64
+    )
+    aspect = tf.exp(log_ratio)
+    w = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+    h = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = tf.argmax(tf.cast(valid, tf.int32), output_type=tf.int32)  # 0 if none is valid
+
+    in_ratio = w_f / h_f
+    fallback_w = tf.where(in_ratio > ratio[1], tf.cast(tf.round(h_f * ratio[1]), tf.int32), width)
+    fallback_h = tf.where(in_ratio < ratio[0], tf.cast(tf.round(w_f / ratio[0]), tf.int32), height)
+    found = tf.reduce_any(valid)
+    crop_h = tf.where(found, h[first], fallback_h)
+    crop_w = tf.where(found, w[first], fallback_w)
+    top = tf.random.stateless_uniform([], top_seed, 0, height - crop_h + 1, tf.int32)
+    left = tf.random.stateless_uniform([], left_seed, 0, width - crop_w + 1, tf.int32)
+    top = tf.where(found, top, (height - crop_h) // 2)
+    left = tf.where(found, left, (width - crop_w) // 2)
+    return top, left, crop_h, crop_w
+
+
+def imagenet_train(image, size=224, seed=None, antialias=True):
+    """RandomResizedCrop(size) as torchvision samples it, bilinear resize, random horizontal flip.
+
+    The crop box follows `random_resized_crop_box`. Resizing is bilinear with
+    antialiasing, as PIL does; `antialias=False` is about twice as fast on CPU
+    but aliases when shrinking.
     """
     crop_seed, flip_seed = tf.unstack(_seeds(seed, 2))
-    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-        tf.shape(image),
-        bounding_boxes=tf.zeros([1, 0, 4], tf.float32),
-        seed=crop_seed,
-        min_object_covered=0.0,
-        aspect_ratio_range=(3 / 4, 4 / 3),
-        area_range=(0.08, 1.0),
-        max_attempts=10,
-        use_image_if_no_bounding_boxes=True,
-    )
-    crop = tf.slice(image, begin, crop_size)
+    shape = tf.shape(image)
+    top, left, crop_h, crop_w = random_resized_crop_box(shape[0], shape[1], crop_seed)
+    crop = tf.slice(image, tf.stack([top, left, 0]), tf.stack([crop_h, crop_w, -1]))
     resized = tf.image.resize(crop, [size, size], method="bilinear", antialias=antialias)
     flipped = tf.image.stateless_random_flip_left_right(resized, flip_seed)
     return tf.ensure_shape(flipped, [size, size, 3])

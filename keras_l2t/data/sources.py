@@ -4,7 +4,9 @@ A source lists its examples in a fixed order and knows their labels (and file
 names, where they exist) before any image is decoded. Splits are therefore chosen
 in numpy (`splits.py`) and applied with `select(new_labels)`, which keeps the
 examples whose new label is >= 0 and yields `(raw image, int32 label)`: the raw
-image is either encoded bytes (tf.string) or a uint8 HxWxC array.
+image is encoded bytes (tf.string), a uint8 HxWxC array, or, for image folders,
+the file's path (`reads_files`), read only after the training set is shuffled so
+that a full reshuffle holds paths, not images.
 """
 
 import functools
@@ -17,6 +19,7 @@ import tensorflow_datasets as tfds
 
 from keras_l2t.data import splits
 from keras_l2t.data.availability import DatasetNotFoundError
+from keras_l2t.errors import InputError
 
 # File types read by `folder:PATH` datasets (ImageFolder's image extensions, minus
 # the ones tf.io.decode_image cannot read).
@@ -40,7 +43,6 @@ class TfdsSource:
             for key, feature in features.items()
             if isinstance(feature, tfds.features.Image)
         }
-        self._has_filenames = "image/filename" in features
 
     @property
     def num_examples(self):
@@ -60,30 +62,36 @@ class TfdsSource:
         )
 
     @functools.cached_property
-    def _labels_and_filenames(self):
-        """One pass over the split with image decoding skipped."""
-        has_filenames = self._has_filenames
-
-        def label_and_filename(example):
-            filename = example["image/filename"] if has_filenames else tf.constant("")
-            return example["label"], filename
-
-        labels, filenames = [], []
-        batches = self._examples().map(label_and_filename, num_parallel_calls=tf.data.AUTOTUNE)
-        for label_batch, filename_batch in batches.batch(4096).as_numpy_iterator():
-            labels.append(label_batch)
-            filenames.append(filename_batch)
-        labels = np.concatenate(labels).astype(np.int64) if labels else np.zeros([0], np.int64)
-        filenames = np.concatenate(filenames) if filenames else np.zeros([0], object)
-        return labels, (filenames if has_filenames else None)
+    def _metadata(self):
+        """Labels, and file names and ids where the dataset has them: one pass, images not decoded."""
+        features = self.builder.info.features
+        keys = ["label"] + [key for key in ("image/filename", "id") if key in features]
+        columns = {key: [] for key in keys}
+        batches = self._examples().map(lambda ex: {key: ex[key] for key in keys},
+                                       num_parallel_calls=tf.data.AUTOTUNE)
+        for batch in batches.batch(4096).as_numpy_iterator():
+            for key in keys:
+                columns[key].append(batch[key])
+        metadata = {key: np.concatenate(values) if values else np.zeros([0], object)
+                    for key, values in columns.items()}
+        metadata["label"] = metadata["label"].astype(np.int64)
+        return metadata
 
     @property
     def labels(self):
-        return self._labels_and_filenames[0]
+        return self._metadata["label"]
 
     @property
     def filenames(self):
-        return self._labels_and_filenames[1]
+        """`image/filename` per example (bytes), or None if the dataset stores none."""
+        return self._metadata.get("image/filename")
+
+    @property
+    def ids(self):
+        """The `id` feature per example (bytes, e.g. CIFAR's `train_00042`), or None if absent."""
+        return self._metadata.get("id")
+
+    reads_files = False
 
     def select(self, new_labels=None):
         """(encoded image, int32 label) of the examples whose new label is >= 0.
@@ -108,7 +116,7 @@ class TfdsSource:
 
 
 class ArraySource:
-    """Examples held in memory: uint8 images, or paths of image files (read, not decoded)."""
+    """Examples held in memory: uint8 images, or paths of image files (`reads_files`: records are paths)."""
 
     def __init__(self, images, labels, class_names, *, are_paths=False):
         self.images = np.asarray(images)
@@ -127,10 +135,12 @@ class ArraySource:
             new_labels = self.labels
         new_labels = np.asarray(new_labels, np.int32)
         keep = new_labels >= 0
-        dataset = tf.data.Dataset.from_tensor_slices((self.images[keep], new_labels[keep]))
-        if self.are_paths:
-            dataset = dataset.map(lambda path, label: (tf.io.read_file(path), label))
-        return dataset
+        return tf.data.Dataset.from_tensor_slices((self.images[keep], new_labels[keep]))
+
+    @property
+    def reads_files(self):
+        """Whether records are file paths (read by the pipeline) rather than images."""
+        return self.are_paths
 
 
 def digits_sources():
@@ -179,14 +189,14 @@ def _folder_split(split_dir, class_names, skip_unreadable):
         files = [os.path.join(class_dir, f) for f in _image_files(class_dir)]
         for path in [p for p in files if not is_readable_image(p)]:
             if not skip_unreadable:
-                raise ValueError(
+                raise InputError(
                     f"Image file {path!r} is not a readable image (empty, or not JPEG/PNG/GIF/BMP data): "
                     "remove or replace it, or pass --skip_unreadable_images to leave such files out."
                 )
             logging.warning("Skipping unreadable image file %s", path)
             files.remove(path)
         if not files:
-            raise ValueError(
+            raise InputError(
                 f"Class folder {class_dir!r} has no readable image files ({', '.join(IMAGE_EXTENSIONS)}): "
                 "add images or remove the folder."
             )
@@ -213,12 +223,12 @@ def folder_sources(path, skip_unreadable=False):
             )
     class_names = _class_folders(split_dirs["train"])
     if not class_names:
-        raise ValueError(f"{split_dirs['train']!r} has no class folders.")
+        raise InputError(f"{split_dirs['train']!r} has no class folders.")
     test_classes = _class_folders(split_dirs["test"])
     if test_classes != class_names:
         missing = sorted(set(class_names) - set(test_classes))
         extra = sorted(set(test_classes) - set(class_names))
-        raise ValueError(
+        raise InputError(
             f"{split_dirs['test']!r} must have the same class folders as {split_dirs['train']!r}; "
             f"missing: {missing}, extra: {extra}."
         )

@@ -2,16 +2,17 @@
 
 L2T-ww validates on a class-balanced 10 % of each training set (alinlab/L2T-ww#3).
 For Stanford Dogs the authors shipped the exact split (`split/dog-val`); its
-within-class offsets are embedded here (method.md Appendix A) so that the TFDS
+within-class offsets are embedded here (docs/method.md Appendix A) so that the TFDS
 `train` split can be cut exactly as the official code cut its ImageFolder
-(method.md §8.2). Everything in this module is plain numpy and deterministic.
+(docs/method.md §8.2). Everything in this module is plain numpy and deterministic.
 """
 
 import os
 
 import numpy as np
+from keras_l2t.errors import InputError
 
-# Official Stanford Dogs validation split, decoded from `split/dog-val` (method.md
+# Official Stanford Dogs validation split, decoded from `split/dog-val` (docs/method.md
 # Appendix A). Key: label id (= TFDS label id, sorted synset order). Value: positions
 # among that class's 100 training files sorted by basename as Python strings.
 STANFORD_DOGS_VAL_OFFSETS = {
@@ -183,7 +184,7 @@ def examples_per_class_mask(labels, examples_per_class, seed=0):
     Used for the limited-data regime; a class with fewer examples keeps all of them.
     """
     if examples_per_class < 1:
-        raise ValueError(f"examples_per_class must be >= 1, got {examples_per_class}.")
+        raise InputError(f"examples_per_class must be >= 1, got {examples_per_class}.")
     labels = np.asarray(labels)
     mask = np.zeros(labels.shape, dtype=bool)
     for label in np.unique(labels):
@@ -209,11 +210,11 @@ def class_subset(labels, classes, num_classes=None):
     """
     classes = [int(c) for c in classes]
     if not classes:
-        raise ValueError("classes must name at least one class.")
+        raise InputError("classes must name at least one class.")
     if len(set(classes)) != len(classes):
-        raise ValueError(f"classes has duplicates: {classes}.")
+        raise InputError(f"classes has duplicates: {classes}.")
     if min(classes) < 0 or (num_classes is not None and max(classes) >= num_classes):
-        raise ValueError(f"classes must be ids in [0, {num_classes}), got {classes}.")
+        raise InputError(f"classes must be ids in [0, {num_classes}), got {classes}.")
     labels = np.asarray(labels)
     new_labels = np.full(labels.shape, -1, dtype=np.int32)
     for new_label, label in enumerate(classes):
@@ -230,7 +231,7 @@ def _basename(filename):
 def stanford_dogs_official_val_mask(labels, filenames):
     """Boolean mask of the official L2T-ww Stanford Dogs validation examples.
 
-    Reproduces `split/dog-val` on the TFDS `train` split (method.md §8.2): group by
+    Reproduces `split/dog-val` on the TFDS `train` split (docs/method.md §8.2): group by
     label, sort each class by `os.path.basename(filename)` as Python strings (so
     `x_10.jpg` sorts before `x_2.jpg`), and take the Appendix-A offsets. A class with
     fewer than 100 files (test fixtures) keeps the offsets that exist.
