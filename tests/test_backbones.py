@@ -1,4 +1,4 @@
-"""Backbones: tap shapes of method.md §1, official parameter counts, symmetric padding, saving."""
+"""Backbones: tap shapes of docs/method.md §1, official parameter counts, symmetric padding, saving."""
 
 import os
 
@@ -9,6 +9,7 @@ import tensorflow as tf
 
 import keras_l2t
 from keras_l2t import backbones
+from keras_l2t.errors import InputError
 
 RESNET_224_TAPS = [(112, 112, 64), (56, 56, 64), (28, 28, 128), (14, 14, 256), (7, 7, 512)]
 
@@ -16,7 +17,7 @@ RESNET_224_TAPS = [(112, 112, 64), (56, 56, 64), (28, 28, 128), (14, 14, 256), (
 @pytest.mark.parametrize(
     "arch, num_classes, input_shape, taps, trainable_params",
     [
-        # Parameter counts of torchvision / the official code (method.md §1).
+        # Parameter counts of torchvision / the official code (docs/method.md §1).
         ("resnet18", 1000, (224, 224, 3), RESNET_224_TAPS, 11_689_512),
         ("resnet34", 1000, (224, 224, 3), RESNET_224_TAPS, 21_797_672),
         ("resnet32", 200, (32, 32, 3), [(32, 32, 16)] * 5 + [(16, 16, 32)] * 5 + [(8, 8, 64)] * 5, 479_272),
@@ -95,5 +96,95 @@ def test_any_keras_model_becomes_a_backbone_by_naming_taps(tmp_path):
     backbone.save(path)
     x = np.ones((1, 16, 16, 3), "float32")
     np.testing.assert_array_equal(backbone(x), keras.saving.load_model(path)(x))
-    with pytest.raises(ValueError, match="no layer"):
+    with pytest.raises(InputError, match="no layer"):
         keras_l2t.Backbone.from_keras_model(keras.Model(inputs, outputs), ["nope"])
+
+
+def _small_classifier_layers(head_activation=None, final_layers=()):
+    """conv "a" → GAP → Dense "fc" (3 classes, optional activation) → optional final layers."""
+    return [
+        keras.layers.Conv2D(4, 3, padding="same", name="a"),
+        keras.layers.GlobalAveragePooling2D(name="gap"),
+        keras.layers.Dense(3, activation=head_activation, name="fc"),
+        *final_layers,
+    ]
+
+
+def _images(batch=2, size=8):
+    return np.random.default_rng(0).normal(size=(batch, size, size, 3)).astype("float32")
+
+
+def test_sequential_model_with_input_becomes_a_backbone():
+    model = keras.Sequential([keras.Input((8, 8, 3))] + _small_classifier_layers(), name="seq")
+    backbone = keras_l2t.Backbone.from_keras_model(model, ["a"])
+    assert backbone.name == "seq" and backbone.feature_shapes == ((8, 8, 4),) and backbone.num_classes == 3
+    x = _images()
+    logits, (tap,) = backbone(x, return_features=True)
+    np.testing.assert_array_equal(logits, model(x))
+    np.testing.assert_array_equal(tap, model.get_layer("a")(x))
+
+
+def test_sequential_model_without_input_needs_an_input_shape():
+    model = keras.Sequential(_small_classifier_layers())
+    with pytest.raises(InputError, match=r"no input shape.*input_shape=\(H, W, C\)"):
+        keras_l2t.Backbone.from_keras_model(model, ["a"])
+    backbone = keras_l2t.Backbone.from_keras_model(model, ["a"], input_shape=(8, 8, 3))
+    assert backbone.image_shape == (8, 8, 3) and backbone.feature_shapes == ((8, 8, 4),)
+    np.testing.assert_array_equal(backbone(_images()), model(_images()))
+
+
+@pytest.mark.parametrize(
+    "head_activation, final_layers, probabilities",
+    [
+        ("softmax", (), keras.ops.softmax),  # the keras.applications default
+        (None, ("Softmax",), keras.ops.softmax),
+        (None, ("softmax",), keras.ops.softmax),
+        ("sigmoid", (), keras.ops.sigmoid),
+        (None, ("sigmoid",), keras.ops.sigmoid),
+    ],
+    ids=["dense_softmax", "softmax_layer", "softmax_activation_layer", "dense_sigmoid", "sigmoid_activation_layer"],
+)
+@pytest.mark.parametrize("sequential", [False, True], ids=["functional", "sequential"])
+def test_probability_head_is_stripped_to_logits(caplog, head_activation, final_layers, probabilities, sequential):
+    final_layers = [
+        keras.layers.Softmax(name="probs") if kind == "Softmax" else keras.layers.Activation(kind, name="probs")
+        for kind in final_layers
+    ]
+    layers = [keras.Input((8, 8, 3))] + _small_classifier_layers(head_activation, final_layers)
+    if sequential:
+        model = keras.Sequential(layers)
+    else:
+        x = layers[0]
+        for layer in layers[1:]:
+            x = layer(x)
+        model = keras.Model(layers[0], x)
+    with caplog.at_level("WARNING"):
+        backbone = keras_l2t.Backbone.from_keras_model(model, ["a"])
+    assert len(caplog.records) == 1 and "logits" in caplog.records[0].getMessage()
+    x = _images(batch=4)
+    logits = backbone(x)
+    # The logits are those before the head's activation (not probabilities) ...
+    pre_activation = keras.Model(model.inputs[0], model.get_layer("gap").output)(x) @ model.get_layer("fc").kernel
+    np.testing.assert_allclose(logits, pre_activation + model.get_layer("fc").bias, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(np.sum(logits, axis=-1), 1.0)
+    # ... so the model's own outputs are their softmax / sigmoid, and the user's model is unchanged.
+    np.testing.assert_allclose(probabilities(logits), model(x), rtol=1e-5, atol=1e-6)
+    assert model.get_layer("fc").activation.__name__ == (head_activation or "linear")
+
+
+def test_logits_model_is_wrapped_untouched(caplog):
+    model = keras.Sequential([keras.Input((8, 8, 3))] + _small_classifier_layers())
+    with caplog.at_level("WARNING"):
+        backbone = keras_l2t.Backbone.from_keras_model(model, ["a"])
+    assert not caplog.records
+    assert backbone.network.get_layer("fc") is model.get_layer("fc")  # shared, not copied
+    np.testing.assert_array_equal(backbone(_images()), model(_images()))
+
+
+def test_multi_output_model_is_refused():
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, name="a")(inputs)
+    pooled = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, [keras.layers.Dense(3)(pooled), keras.layers.Dense(2)(pooled)])
+    with pytest.raises(InputError, match="one input and one output"):
+        keras_l2t.Backbone.from_keras_model(model, ["a"])

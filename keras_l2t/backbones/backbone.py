@@ -13,7 +13,14 @@ look-ahead relies on. Any Keras model becomes a backbone by naming its tap
 layers (`Backbone.from_keras_model`).
 """
 
+import logging
+
 import keras
+
+from keras_l2t.errors import InputError
+
+# Output activations that make a model return probabilities instead of logits.
+_PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 @keras.saving.register_keras_serializable(package="keras_l2t")
@@ -43,7 +50,7 @@ class Backbone(keras.Model):
     def __init__(self, network, transfer_taps=None, **kwargs):
         super().__init__(**kwargs)
         if len(network.outputs) < 2:
-            raise ValueError(
+            raise InputError(
                 "A Backbone network must output [logits, tap_0, ...]; got "
                 f"{len(network.outputs)} output(s)."
             )
@@ -51,23 +58,41 @@ class Backbone(keras.Model):
         num_taps = len(network.outputs) - 1
         self.transfer_taps = tuple(range(num_taps)) if transfer_taps is None else tuple(int(t) for t in transfer_taps)
         if not self.transfer_taps or any(t < 0 or t >= num_taps for t in self.transfer_taps):
-            raise ValueError(f"transfer_taps {self.transfer_taps} must be non-empty indices below {num_taps}.")
+            raise InputError(f"transfer_taps {self.transfer_taps} must be non-empty indices below {num_taps}.")
         self.built = True  # the functional network is built already
 
     @classmethod
-    def from_keras_model(cls, model, tap_layers, name=None):
-        """Wraps any single-output Keras model, tapping the named layers' outputs.
+    def from_keras_model(cls, model, tap_layers, name=None, input_shape=None):
+        """Wraps any single-output Keras classifier, tapping the named layers' outputs.
+
+        Functional and `keras.Sequential` models work. A Sequential model
+        without `keras.Input` has no input shape yet: pass `input_shape`
+        (H, W, C) to build it. A softmax or sigmoid head (the
+        `keras.applications` default) is stripped to logits, as every
+        keras_l2t loss expects: a final `Softmax`/`Activation` layer is left
+        out, a final layer with such an activation (e.g. Dense) is replaced
+        by a linear copy with the same weights; one line is logged.
 
         Example: `Backbone.from_keras_model(keras.applications.ResNet50(),
         ["conv2_block3_out", "conv3_block4_out", "conv4_block6_out",
         "conv5_block3_out"])`.
+
+        Raises:
+            InputError: a tap layer is missing, the model has no input shape,
+                or it has several inputs or outputs.
         """
-        missing = [n for n in tap_layers if n not in {layer.name for layer in model.layers}]
+        model = _built(model, input_shape)
+        if len(model.inputs) != 1 or len(model.outputs) != 1:
+            raise InputError(
+                f"Model {model.name!r} must have one input and one output (the logits), "
+                f"got {len(model.inputs)} and {len(model.outputs)}."
+            )
+        layer_names = {layer.name for layer in model.layers}
+        missing = [n for n in tap_layers if n not in layer_names]
         if missing:
-            raise ValueError(f"Model {model.name!r} has no layer(s) named {missing}.")
-        outputs = [model.outputs[0]] + [model.get_layer(n).output for n in tap_layers]
-        inputs = model.input if len(model.inputs) == 1 else model.inputs
-        network = keras.Model(inputs, outputs, name=f"{model.name}_tapped")
+            raise InputError(f"Model {model.name!r} has no layer(s) named {missing} (see model.summary()).")
+        outputs = [_logits(model)] + [model.get_layer(n).output for n in tap_layers]
+        network = keras.Model(model.inputs[0], outputs, name=f"{model.name}_tapped")
         return cls(network, name=name or model.name)
 
     def call(self, inputs, training=None, return_features=False):
@@ -107,3 +132,67 @@ class Backbone(keras.Model):
         config = dict(config)
         config["network"] = keras.saving.deserialize_keras_object(config["network"])
         return cls(**config)
+
+
+def _built(model, input_shape):
+    """`model` with a symbolic input: a Sequential without `keras.Input` is built on `input_shape`."""
+    if isinstance(model, keras.Sequential) and not _has_inputs(model):
+        if input_shape is None:
+            raise InputError(
+                f"Sequential model {model.name!r} has no input shape: start it with keras.Input(shape=(H, W, C)) "
+                "or pass input_shape=(H, W, C) to Backbone.from_keras_model."
+            )
+        model.build((None,) + tuple(input_shape))
+        if not _has_inputs(model):  # e.g. a layer that cannot run symbolically
+            raise InputError(f"Sequential model {model.name!r} could not be built on input shape {tuple(input_shape)}.")
+    elif not _has_inputs(model):
+        raise InputError(
+            f"Model {model.name!r} ({type(model).__name__}) is not a functional or Sequential model with an input: "
+            "build it with keras.Input(shape=(H, W, C))."
+        )
+    return model
+
+
+def _has_inputs(model):
+    try:
+        return bool(model.inputs)
+    except (AttributeError, ValueError):
+        return False
+
+
+def _activation_name(activation):
+    """The name of an activation function (e.g. "softmax" for `keras.activations.softmax`), or None."""
+    return getattr(activation, "__name__", None)
+
+
+def _logits(model):
+    """The model's output with a softmax/sigmoid head stripped: the logits."""
+    output = model.outputs[0]
+    head = next((layer for layer in reversed(model.layers) if _single_output(layer) is output), None)
+    if head is None:
+        return output
+    if isinstance(head, keras.layers.Softmax):
+        activation = "softmax"
+    else:
+        activation = _activation_name(getattr(head, "activation", None))
+    if activation not in _PROBABILITY_ACTIVATIONS:
+        return output
+    if isinstance(head, (keras.layers.Softmax, keras.layers.Activation)):
+        logging.warning("Backbone %s: leaving out the final %s layer %r: training uses logits.", model.name,
+                        activation, head.name)
+        return head.input
+    config = dict(head.get_config(), activation="linear")
+    linear_head = type(head).from_config(config)
+    logits = linear_head(head.input)
+    linear_head.set_weights(head.get_weights())
+    logging.warning("Backbone %s: layer %r ends in %s; using a linear copy of it (same weights): training uses logits.",
+                    model.name, head.name, activation)
+    return logits
+
+
+def _single_output(layer):
+    """The layer's output if it was called exactly once, else None."""
+    try:
+        return layer.output
+    except (AttributeError, ValueError):
+        return None

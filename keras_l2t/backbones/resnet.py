@@ -4,7 +4,7 @@ Padding is explicit and symmetric (`ZeroPadding2D` + 'valid' for every strided
 conv/pool) so that ported PyTorch weights give the same outputs; Keras 'same'
 padding with stride 2 would pad bottom/right only. Convolutions have no bias
 and use He fan-out normal init; BatchNorm is keras_l2t's second-order-exact
-layer with PyTorch momentum/epsilon (method.md §1, §4.7).
+layer with PyTorch momentum/epsilon (docs/method.md §1, §4.7).
 """
 
 from keras import layers
@@ -89,7 +89,7 @@ def _imagenet_resnet(name, blocks_per_stage, num_classes, width, input_shape):
         taps.append(x)
     logits = _classifier(x, num_classes, x.shape[-1])
     network = keras.Model(inputs, [logits] + taps, name=f"{name}_network")
-    # The official pairs use the four stage outputs, never the stem (method.md §1.1).
+    # The official pairs use the four stage outputs, never the stem (docs/method.md §1.1).
     return Backbone(network, transfer_taps=(1, 2, 3, 4), name=name)
 
 
@@ -135,5 +135,5 @@ def resnet32(num_classes=200, width=1.0, input_shape=(32, 32, 3), name="resnet32
             taps.append(x)
     logits = _classifier(x, num_classes, x.shape[-1])
     network = keras.Model(inputs, [logits] + taps, name=f"{name}_network")
-    # The official pairs use the last block of each stage (method.md §1.2).
+    # The official pairs use the last block of each stage (docs/method.md §1.2).
     return Backbone(network, transfer_taps=(4, 9, 14), name=name)

@@ -2,8 +2,8 @@
 
 `vgg9_bn` = `VGG_small(make_layers(cfg_small['B'], batch_norm=True))`: 8 × (3×3
 conv with bias → BN → ReLU) and 5 2×2 max-pools, then global average pooling
-and one Linear layer: 8 convs + 1 FC = 9 layers (method.md §1.2 says 7 convs,
-but its cfg B lists 8, and the 9,277,284 parameters it verified need 8). Taps
+and one Linear layer: 8 convs + 1 FC = 9 layers (docs/method.md §1.2; the
+authors' cfg B lists 8 convs, and the official 9,277,284 parameters need 8). Taps
 are the activations right before each max-pool.
 """
 
