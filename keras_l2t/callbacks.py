@@ -1,5 +1,10 @@
 """Callbacks: the paper's model-selection protocol, a guard against numerical faults, a
-resumable CSV history, and TensorBoard views of what is transferred."""
+resumable CSV history, a short progress bar, and TensorBoard views of what is transferred.
+
+Epochs are numbered from 1 everywhere a run writes them: history.csv's `epoch`
+column, TensorBoard steps (scalars, images, histograms) and results.json's
+`best_epoch`.
+"""
 
 import csv
 import io
@@ -21,8 +26,8 @@ class BestValidationTracker(keras.callbacks.Callback):
     the strictly best validation accuracy*. After each epoch whose validation
     accuracy beats every earlier one, this callback evaluates the test set,
     saves the model to `checkpoint_path` (if given), and adds `test_accuracy`
-    to the epoch's logs (so CSVLogger and TensorBoard record it; epochs that do
-    not improve show no test figure).
+    to the epoch's logs (so CSVLogger records it and `GroupedTensorBoard` writes
+    it to its `test` run; epochs that do not improve show no test figure).
 
     Args:
         test_data: A `tf.data.Dataset` of (images, labels) batches.
@@ -119,7 +124,8 @@ class ResumableCSVLogger(keras.callbacks.CSVLogger):
     Keras picks the columns from the first epoch a process logs; a resumed run
     whose first epoch lacks a key (e.g. `test_accuracy`, logged only on
     improvement) would otherwise append rows that do not match the header.
-    `truncate(epochs)` drops rows of epochs that a resumed run will redo.
+    `truncate(epochs)` drops rows of epochs that a resumed run will redo. The
+    `epoch` column counts from 1 (Keras' `CSVLogger` writes 0-based indices).
     """
 
     def __init__(self, filename, separator=","):
@@ -141,6 +147,108 @@ class ResumableCSVLogger(keras.callbacks.CSVLogger):
             if header:
                 self.keys = [k for k in header if k != "epoch"]
 
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
+# What the progress bar shows: the loss, its components, accuracy and validation accuracy.
+PROGRESS_BAR_METRICS = ("loss", "ce", "matching", "at", "lwf", "meta_loss", "accuracy", "val_accuracy")
+
+
+class ShortProgbarLogger(keras.callbacks.ProgbarLogger):
+    """Keras' progress bar showing only the few figures a person follows live.
+
+    An `L2TWW` logs over twenty figures per step (one λ per pair, entropies,
+    norms); printed in full, a bar line wraps over many rows and cannot redraw.
+    This bar shows the names in `shown` (present in the logs; in that order) and
+    nothing else; TensorBoard and history.csv still record every figure. Passed
+    in `fit`'s callbacks, it replaces Keras' own bar and follows `fit`'s
+    `verbose` (0 silent, 1 bar, 2 one line per epoch).
+
+    Args:
+        shown: Log names to display (default `PROGRESS_BAR_METRICS`).
+        epoch_lines: Callables `f(logs) -> str or None` whose lines are printed
+            after each epoch's bar (e.g. `MetaNetworkMovement.line`).
+    """
+
+    def __init__(self, shown=PROGRESS_BAR_METRICS, epoch_lines=()):
+        super().__init__()
+        self.shown = tuple(shown)
+        self.epoch_lines = tuple(epoch_lines)
+
+    def _short(self, logs):
+        logs = logs or {}
+        return {name: logs[name] for name in self.shown if name in logs}
+
+    def on_train_batch_end(self, batch, logs=None):
+        super().on_train_batch_end(batch, self._short(logs))
+
+    def on_test_batch_end(self, batch, logs=None):
+        super().on_test_batch_end(batch, self._short(logs))
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, self._short(logs))
+        if self.verbose:
+            for line in filter(None, (f(logs or {}) for f in self.epoch_lines)):
+                print(line, flush=True)
+
+    def on_test_end(self, logs=None):
+        super().on_test_end(self._short(logs))
+
+
+# The transfer figures of the logs besides the per-pair `lambda_m_n` (see also `MetaNetworkMovement`).
+TRANSFER_METRICS = (
+    "channel_weight_entropy", "channel_weight_entropy_min", "meta_gradient_norm", "lambda_change_max", "phi_distance",
+)
+
+
+def is_transfer_metric(name):
+    """Whether a log name is one of L2T-ww's transfer figures (per-pair mean λ, entropies, movement, norms)."""
+    return name.startswith("lambda_") or name in TRANSFER_METRICS
+
+
+class GroupedTensorBoard(keras.callbacks.TensorBoard):
+    """Keras' `TensorBoard` with 1-based epoch steps, a `test` run, and the transfer figures grouped.
+
+    - Epoch e is written at step e (as history.csv and results.json number it).
+    - `test_<name>` logs (e.g. `BestValidationTracker`'s `test_accuracy`) go to a
+      `test` run as `epoch_<name>`, so train, validation and test accuracy share
+      one chart, instead of an `epoch_test_accuracy` chart of the train run.
+    - The transfer figures (`is_transfer_metric`) go to the train run as
+      `transfer/<name>`: one TensorBoard group beside `TransferMonitor`'s
+      `transfer/` image and histograms, not ~20 top-level charts.
+
+    Args: those of `keras.callbacks.TensorBoard`.
+    """
+
+    def __init__(self, log_dir="logs", **kwargs):
+        super().__init__(log_dir, **kwargs)
+        self._test_writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        step = epoch + 1
+        test_logs = {k[len("test_"):]: logs.pop(k) for k in list(logs) if k.startswith("test_")}
+        transfer_logs = {k: logs.pop(k) for k in list(logs) if is_transfer_metric(k)}
+        super().on_epoch_end(step, logs)
+        if transfer_logs:
+            with self._train_writer.as_default(step=step):
+                for name, value in transfer_logs.items():
+                    tf.summary.scalar(f"transfer/{name}", value)
+        if test_logs:
+            if self._test_writer is None:
+                self._test_writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "test"))
+            with self._test_writer.as_default(step=step):
+                for name, value in test_logs.items():
+                    tf.summary.scalar(f"epoch_{name}", value)
+            self._test_writer.flush()
+
+    def on_train_end(self, logs=None):
+        super().on_train_end(logs)
+        if self._test_writer is not None:
+            self._test_writer.close()
+            self._test_writer = None
+
 
 def pair_weight_matrix(pairs, pair_weights):
     """(source taps, target taps, matrix of mean λ with NaN where no pair) from per-pair λ tensors."""
@@ -152,7 +260,15 @@ def pair_weight_matrix(pairs, pair_weights):
     return source_taps, target_taps, matrix
 
 
-def _heatmap_png(source_taps, target_taps, matrix, title):
+def tap_layer_names(backbone):
+    """Per tap index of a `Backbone`, the name of the Keras layer whose output it is."""
+    network = getattr(backbone, "network", None)
+    names = list(getattr(network, "output_names", None) or [])[1:]
+    num_taps = len(backbone.feature_shapes)
+    return names if len(names) == num_taps else [f"tap {i}" for i in range(num_taps)]
+
+
+def _heatmap_png(source_taps, target_taps, matrix, title, source_names=None, target_names=None):
     import matplotlib  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")
@@ -160,10 +276,17 @@ def _heatmap_png(source_taps, target_taps, matrix, title):
 
     figure, axes = plt.subplots(figsize=(1.2 + 0.9 * len(target_taps), 1.0 + 0.8 * len(source_taps)))
     image = axes.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(1.0, float(np.nanmax(matrix))))
-    axes.set_xticks(range(len(target_taps)), [str(n) for n in target_taps])
-    axes.set_yticks(range(len(source_taps)), [str(m) for m in source_taps])
-    axes.set_xlabel("target layer n")
-    axes.set_ylabel("source layer m")
+    axes.set_xticks(
+        range(len(target_taps)),
+        [f"{n}: {target_names[n]}" if target_names else str(n) for n in target_taps],
+        rotation=30 if target_names else 0,
+        ha="right" if target_names else "center",
+    )
+    axes.set_yticks(
+        range(len(source_taps)), [f"{m}: {source_names[m]}" if source_names else str(m) for m in source_taps]
+    )
+    axes.set_xlabel("target tap n: layer")
+    axes.set_ylabel("source tap m: layer")
     axes.set_title(title)
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
@@ -179,13 +302,21 @@ def _heatmap_png(source_taps, target_taps, matrix, title):
 class TransferMonitor(keras.callbacks.Callback):
     """Each epoch, writes what and where an `L2TWW` transfers to TensorBoard.
 
-    On a fixed batch of images: an image of the mean λ matrix (source layer ×
-    target layer) and a histogram of the channel weights w of every pair. (The
-    per-pair mean λ scalars come with the training logs.)
+    On a fixed batch of images: an image of the mean λ matrix (source tap ×
+    target tap, axes labelled "m: <layer name>") and a histogram of the channel
+    weights w of every pair, under the tag group `transfer/`; once, a text table
+    `transfer/taps` mapping the tap indices of `lambda_m_n` to layer names. (The
+    per-pair mean λ scalars come with the training logs; `GroupedTensorBoard`
+    writes them as `transfer/lambda_m_n`.) Epoch e is written at step e.
 
     Args:
-        images: A fixed batch of input images (e.g. the first validation batch).
-        log_dir: TensorBoard directory for these summaries.
+        images: A fixed batch of input images, or a `tf.data.Dataset` of
+            (images, labels) batches whose first batch is used (e.g. the
+            validation set). A dataset is read at the end of the first epoch,
+            after validation has read it in full: a partial read of a dataset
+            whose in-memory cache is not yet complete would discard the cache
+            (and make tf.data warn).
+        log_dir: TensorBoard directory (run) for these summaries.
     """
 
     def __init__(self, images, log_dir):
@@ -194,21 +325,161 @@ class TransferMonitor(keras.callbacks.Callback):
         self.log_dir = log_dir
         self._writer = None
 
+    def _fixed_images(self):
+        if isinstance(self.images, tf.data.Dataset):
+            self.images = next(iter(self.images))[0]
+        return self.images
+
     def on_epoch_end(self, epoch, logs=None):
-        if self._writer is None:
-            self._writer = tf.summary.create_file_writer(self.log_dir)
-        weights = self.model.transfer_weights(self.images)
+        step = epoch + 1
+        source_names = tap_layer_names(self.model.source)
+        target_names = tap_layer_names(self.model.target)
+        weights = self.model.transfer_weights(self._fixed_images())
         pairs = weights["pairs"]
-        with self._writer.as_default(step=epoch):
+        first = self._writer is None
+        if first:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default(step=step):
+            if first:
+                tf.summary.text("transfer/taps", tap_table(pairs, source_names, target_names))
             for (m, n), channel_weights in zip(pairs, weights["channel_weights"] or []):
-                tf.summary.histogram(f"channel_weights/{m}-{n}", channel_weights)
+                tf.summary.histogram(f"transfer/channel_weights/{m}-{n}", channel_weights)
             if weights["pair_weights"]:
                 source_taps, target_taps, matrix = pair_weight_matrix(pairs, weights["pair_weights"])
-                png = _heatmap_png(source_taps, target_taps, matrix, f"mean λ, epoch {epoch + 1}")
-                tf.summary.image("pair_weights", tf.image.decode_png(png)[tf.newaxis])
+                png = _heatmap_png(
+                    source_taps, target_taps, matrix, f"mean λ, epoch {step}", source_names, target_names
+                )
+                tf.summary.image("transfer/pair_weights", tf.image.decode_png(png)[tf.newaxis])
         self._writer.flush()
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def tap_table(pairs, source_names, target_names):
+    """A Markdown table: for each tap index in `pairs`, the source or target layer it taps."""
+    rows = ["| network | tap | layer |", "|---|---|---|"]
+    rows += [f"| source | {m} | {source_names[m]} |" for m in sorted({m for m, _ in pairs})]
+    rows += [f"| target | {n} | {target_names[n]} |" for n in sorted({n for _, n in pairs})]
+    return "\n".join(rows) + "\n\n`lambda_m_n` is the weight of matching source tap m to target tap n.\n"
+
+
+def transfer_summary(model, images):
+    """What an `L2TWW` transfers on `images`: per pair its mean λ and the normalised entropy of its w.
+
+    Returns a JSON-able dict: `pairs` ([m, n] each), `lambda` (mean λ per pair,
+    or None without a where-net) and `channel_weight_entropy` (per pair, the
+    batch mean of −Σ w log w / log C: 1 for uniform channel weights, 0 for
+    one channel; None without a what-net).
+    """
+    weights = model.transfer_weights(images)
+    pair_weights, channel_weights = weights["pair_weights"], weights["channel_weights"]
+    entropies = None
+    if channel_weights:
+        entropies = []
+        for w in channel_weights:
+            w = np.asarray(w, np.float64)
+            entropy = -np.sum(w * np.log(w + 1e-12), axis=-1) / math.log(max(w.shape[-1], 2))
+            entropies.append(float(np.mean(entropy)))
+    return {
+        "pairs": [[int(m), int(n)] for m, n in weights["pairs"]],
+        "lambda": [float(np.mean(p)) for p in pair_weights] if pair_weights else None,
+        "channel_weight_entropy": entropies,
+    }
+
+
+class MetaNetworkMovement(keras.callbacks.Callback):
+    """How far an `L2TWW`'s meta-networks have moved: logged every epoch, summarised at the end.
+
+    The meta-networks start at uniform channel weights (entropy 1) and random
+    pair weights λ; with few meta-steps they can stay there, and L2T-ww then is
+    feature matching with fixed random λ. This makes that visible. At the end of
+    each epoch, on a fixed batch, it adds to the logs (so history.csv and
+    TensorBoard's `transfer/` group record them):
+    - `channel_weight_entropy_min`: the lowest per-pair entropy of w (the
+      training logs' `channel_weight_entropy` is the mean over pairs);
+    - `lambda_change_max`: the largest |λ − λ at epoch 1| over pairs;
+    - `phi_distance`: ‖φ − φ₀‖ / ‖φ₀‖, φ₀ the meta-networks' initial values.
+    `line(logs)` formats these for one line after the epoch's progress bar, and
+    `summary` holds the last epoch's `transfer_summary` plus these figures for
+    results.json.
+
+    φ₀ is written once to `initial_path` (an .npz) so that a resumed run keeps
+    measuring from the true start; the epoch-1 λ are part of `get_state`.
+
+    Args:
+        images: A fixed batch of images, or a dataset whose first batch is used
+            (read after the first epoch's validation, see `TransferMonitor`).
+        initial_path: Where φ₀ is kept.
+    """
+
+    def __init__(self, images, initial_path):
+        super().__init__()
+        self.images = images
+        self.initial_path = initial_path
+        self.first_lambda = None
+        self.summary = None
+        self._initial = None
+
+    def on_train_begin(self, logs=None):
+        if os.path.exists(self.initial_path):
+            with np.load(self.initial_path) as saved:
+                self._initial = [saved[f"phi_{i}"] for i in range(len(saved.files))]
+            return
+        self._initial = [np.array(v.numpy()) for v in self.model.meta_variables]
+        tmp = f"{self.initial_path}.tmp{os.getpid()}.npz"
+        np.savez(tmp, **{f"phi_{i}": value for i, value in enumerate(self._initial)})
+        os.replace(tmp, self.initial_path)
+
+    def _fixed_images(self):
+        if isinstance(self.images, tf.data.Dataset):
+            self.images = next(iter(self.images))[0]
+        return self.images
+
+    def _phi_distance(self):
+        current = [np.asarray(v.numpy(), np.float64) for v in self.model.meta_variables]
+        change = math.sqrt(sum(float(np.sum((c - i) ** 2)) for c, i in zip(current, self._initial)))
+        scale = math.sqrt(sum(float(np.sum(np.asarray(i, np.float64) ** 2)) for i in self._initial))
+        return change / scale if scale else change
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs if logs is not None else {}
+        summary = transfer_summary(self.model, self._fixed_images())
+        figures = {"phi_distance": self._phi_distance()}
+        if summary["channel_weight_entropy"]:
+            figures["channel_weight_entropy_min"] = min(summary["channel_weight_entropy"])
+        if summary["lambda"]:
+            if self.first_lambda is None:
+                self.first_lambda = summary["lambda"]
+            figures["lambda_change_max"] = max(abs(a - b) for a, b in zip(summary["lambda"], self.first_lambda))
+        logs.update(figures)
+        self.summary = {**summary, **figures, "epoch": epoch + 1}
+
+    @staticmethod
+    def line(logs):
+        """One line on the meta-networks from an epoch's logs, or None if they hold none of its figures."""
+        if "phi_distance" not in logs:
+            return None
+        parts = []
+        if "channel_weight_entropy" in logs:
+            parts.append(
+                f"w entropy mean {float(logs['channel_weight_entropy']):.6f}, "
+                f"min {float(logs['channel_weight_entropy_min']):.6f}"
+            )
+        lambdas = [float(v) for k, v in logs.items() if k.startswith("lambda_") and k[7:8].isdigit()]
+        if lambdas:
+            parts.append(
+                f"λ in [{min(lambdas):.3f}, {max(lambdas):.3f}], max |Δλ| since epoch 1 "
+                f"{float(logs['lambda_change_max']):.4f}"
+            )
+        parts.append(f"‖φ−φ₀‖/‖φ₀‖ {float(logs['phi_distance']):.2e}")
+        return "meta-networks: " + "; ".join(parts)
+
+    def get_state(self):
+        return {"first_lambda": self.first_lambda, "summary": self.summary}
+
+    def set_state(self, state):
+        self.first_lambda = state.get("first_lambda")
+        self.summary = state.get("summary")

@@ -11,17 +11,22 @@ leaves the previous checkpoint loadable. A checkpoint is never written from
 non-finite variables.
 
 `RunDirectory` makes a model_dir belong to one run: an exclusive lock
-(released by the OS when the process dies, even by SIGKILL) and a guard that
-refuses flags differing from the saved `flags.json`.
+(`filelock`: flock on Unix, msvcrt on Windows, so the OS releases it when the
+process dies, even by SIGKILL; its file is removed when the run ends, and one
+left by a killed run does not block the next) and a guard that refuses flags
+differing from the saved `flags.json`.
 """
 
-import fcntl
+import contextlib
 import json
 import os
 import shutil
 
+import filelock
 import keras
 import numpy as np
+
+from keras_l2t.errors import InputError
 
 POINTER = "checkpoint.json"
 FLAGS_FILE = "flags.json"
@@ -29,7 +34,7 @@ RESULTS_FILE = "results.json"
 LOCK_FILE = ".lock"
 
 
-class RunDirectoryError(ValueError):
+class RunDirectoryError(InputError):
     """The model_dir cannot be used for this run (in use, other flags, not a run directory)."""
 
 
@@ -69,7 +74,7 @@ class RunDirectory:
     def __init__(self, path, ignored_flags=("verbose", "data_dir")):
         self.path = path
         self.ignored_flags = tuple(ignored_flags)
-        self._lock_file = None
+        self._lock = None
 
     def file(self, name):
         return os.path.join(self.path, name)
@@ -124,31 +129,42 @@ class RunDirectory:
             )
 
     def acquire(self):
-        """Creates the directory and takes its exclusive lock (held until `release` or exit)."""
+        """Creates the directory and takes its exclusive lock (held until `release` or exit).
+
+        Raises:
+            RunDirectoryError: another process holds the lock (refused at once, no waiting).
+        """
         os.makedirs(self.path, exist_ok=True)
-        lock_file = open(self.file(LOCK_FILE), "a+", encoding="utf-8")  # pylint: disable=consider-using-with
+        lock = filelock.FileLock(self.file(LOCK_FILE), timeout=0)
         try:
-            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            lock_file.seek(0)
-            owner = lock_file.read().strip() or "another process"
-            lock_file.close()
+            lock.acquire()
+        except filelock.Timeout:
             raise RunDirectoryError(
-                f"--model_dir {self.path} is in use by a running training ({owner}): wait for it to "
-                "finish or choose another --model_dir."
+                f"--model_dir {self.path} is in use by a running training ({self._lock_owner()}): wait for "
+                "it to finish or choose another --model_dir."
             ) from None
-        lock_file.seek(0)
-        lock_file.truncate()
-        lock_file.write(f"pid {os.getpid()}\n")
-        lock_file.flush()
-        self._lock_file = lock_file
+        # Who holds it, for the message above; best effort (Windows forbids writing a locked byte range).
+        with contextlib.suppress(OSError), open(self.file(LOCK_FILE), "w", encoding="utf-8") as f:
+            f.write(f"pid {os.getpid()}\n")
+        self._lock = lock
         return self
 
+    def _lock_owner(self):
+        with contextlib.suppress(OSError), open(self.file(LOCK_FILE), encoding="utf-8") as f:
+            return f.read().strip() or "another process"
+        return "another process"
+
     def release(self):
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        """Removes the lock file, then releases the lock (a no-op if not held)."""
+        if self._lock is None:
+            return
+        # Unlinked while still held, so no other process can take a lock on a file about to vanish
+        # (filelock discards a lock taken on an unlinked file). Windows cannot unlink an open file:
+        # filelock removes it there after releasing.
+        with contextlib.suppress(OSError):
+            os.remove(self.file(LOCK_FILE))
+        self._lock.release()
+        self._lock = None
 
     def __enter__(self):
         return self.acquire()
@@ -158,7 +174,7 @@ class RunDirectory:
 
     def clear(self):
         """Deletes everything in the directory but the lock (for --overwrite); needs the lock."""
-        if self._lock_file is None:
+        if self._lock is None:
             raise RuntimeError("clear() needs the directory's lock: call acquire() first.")
         for name in os.listdir(self.path):
             if name == LOCK_FILE:
@@ -240,7 +256,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         directory, state = found
         self.model.load_weights(os.path.join(directory, "state.weights.h5"))
         for callback in self.stateful_callbacks:
-            callback.set_state(state["callbacks"][type(callback).__name__])
+            # A callback that a checkpoint of an earlier version did not save starts afresh.
+            callback.set_state(state["callbacks"].get(type(callback).__name__, {}))
         for filename in self.linked_files:
             saved, live = os.path.join(directory, filename), os.path.join(self.model_dir, filename)
             if os.path.exists(saved):

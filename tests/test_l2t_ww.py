@@ -41,7 +41,7 @@ def _batch(dtype="float64", n=6):
 
 
 def _adjoint_reference(model, x, y, hessian=True):
-    """The official `MetaSGD.meta_backward` (method.md §4.2): reverse adjoints with Hessian-vector products."""
+    """The official `MetaSGD.meta_backward` (docs/method.md §4.2): reverse adjoints with Hessian-vector products."""
     optimizer = model.optimizer
     lr, mu, wd = float(optimizer.learning_rate), optimizer.momentum, optimizer.coupled_weight_decay
     statistics = model._source_statistics(x)
@@ -282,8 +282,8 @@ def test_transfer_monitor_writes_the_pair_weight_image_and_histograms(tmp_path):
     events = event_accumulator.EventAccumulator(log_dir, size_guidance={"images": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
-    assert "pair_weights" in tags["tensors"] + tags["images"]
-    assert any(t.startswith("channel_weights/") for t in tags["tensors"] + tags["histograms"])
+    assert "transfer/pair_weights" in tags["tensors"] + tags["images"]
+    assert any(t.startswith("transfer/channel_weights/") for t in tags["tensors"] + tags["histograms"])
     source_taps, target_taps, matrix = keras_l2t.callbacks.pair_weight_matrix(
         model.pairs, model.transfer_weights(x)["pair_weights"]
     )

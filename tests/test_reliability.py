@@ -4,6 +4,7 @@ one-line errors for bad input with nothing written, and numerical faults that st
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,6 +177,52 @@ def test_second_run_in_the_same_model_dir_refuses_while_the_first_runs(tmp_path)
     assert not os.path.exists(os.path.join(model_dir, "results.json"))
 
 
+_HOLD_LOCK = """
+import sys, time
+from keras_l2t.checkpointing import RunDirectory
+run_dir = RunDirectory(sys.argv[1]).acquire()
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_lock_refuses_at_once_survives_sigkill_and_leaves_no_file(tmp_path):
+    model_dir = str(tmp_path / "run")
+    lock_file = os.path.join(model_dir, checkpointing.LOCK_FILE)
+    holder = subprocess.Popen(  # pylint: disable=consider-using-with
+        [sys.executable, "-c", _HOLD_LOCK, model_dir], cwd=REPO, stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        start = time.time()
+        message = re.escape(f"in use by a running training (pid {holder.pid})")
+        with pytest.raises(checkpointing.RunDirectoryError, match=message):
+            checkpointing.RunDirectory(model_dir).acquire()
+        assert time.time() - start < 5  # refused, not waited for
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs; the OS drops the lock, the file stays
+        holder.communicate()
+    assert os.path.exists(lock_file)
+    with checkpointing.RunDirectory(model_dir) as run_dir:  # the leftover file does not block
+        assert os.path.exists(lock_file)
+        with pytest.raises(checkpointing.RunDirectoryError, match="in use"):
+            checkpointing.RunDirectory(model_dir).acquire()
+        run_dir.clear()  # --overwrite keeps the lock
+        assert os.path.exists(lock_file)
+    assert not os.path.exists(lock_file)
+
+
+def test_lock_file_is_removed_when_the_run_ends_by_an_exception(tmp_path):
+    model_dir = str(tmp_path / "run")
+    with pytest.raises(KeyboardInterrupt):
+        with checkpointing.RunDirectory(model_dir):
+            raise KeyboardInterrupt
+    assert os.listdir(model_dir) == []
+    checkpointing.RunDirectory(model_dir).acquire().release()  # and the directory can be taken again
+    assert os.listdir(model_dir) == []
+
+
 # --------------------------------------------------------------------- in-process CLI
 
 
@@ -216,11 +263,13 @@ def test_changed_flags_refuse_finished_runs_are_reused_and_overwrite_starts_over
     code, _, err = cli(*base, "--lr=0.05")
     assert code == 2
     assert "holds a run with other flags (lr: saved 0.1, now 0.05)" in err and "--overwrite" in err
+    assert "Leaving --model_dir out gives each configuration a run directory of its own" in err
     assert len([l for l in err.splitlines() if l.startswith("error: ")]) == 1 and "Traceback" not in err
     assert {n: os.path.getmtime(os.path.join(model_dir, n)) for n in before} == before
 
     code, out, _ = cli(*base)  # the same flags: the finished run is reported, not rerun
     assert code == 0 and f"= {first['test_accuracy_at_best_val']:.4f}" in out
+    assert f"Finished run found in {model_dir}; showing its results (use --overwrite to retrain)." in out
     assert {n: os.path.getmtime(os.path.join(model_dir, n)) for n in before} == before
 
     code, _, _ = cli(*base, "--lr=0.05", "--overwrite")

@@ -1,4 +1,4 @@
-"""`HandCraftedTransfer`: the fixed-weight transfer baselines LwF, AT and LwF+AT (method.md §5).
+"""`HandCraftedTransfer`: the fixed-weight transfer baselines LwF, AT and LwF+AT (docs/method.md §5).
 
 They share the target, data pipeline and trainer of L2T-ww but learn nothing
 about what or where to transfer: a plain first-order step on
@@ -115,7 +115,7 @@ class HandCraftedTransfer(SourceTargetModel):
                 the official target optimizer).
             loss: Loss for `evaluate` (default: sparse CE from logits).
             metrics: Metrics (default: accuracy).
-            jit_compile: XLA for the steps (default False: slower on CPU, method.md §4.8).
+            jit_compile: XLA for the steps (default False: slower on CPU, docs/method.md §4.8).
             **kwargs: Passed to `keras.Model.compile`.
         """
         optimizer = SGD(0.1, momentum=0.9, weight_decay=1e-4) if optimizer is None else optimizer

@@ -1,6 +1,6 @@
 """`L2TWW`: learning what and where to transfer, as a `keras.Model` that `fit` drives.
 
-One `train_step` (method.md §4.1) on a batch (x, y):
+One `train_step` (docs/method.md §4.1) on a batch (x, y):
 
 1. Source features (frozen source, inference mode), their per-pair resized
    maps and global-average pools are computed once; the meta-networks' outputs
@@ -23,7 +23,7 @@ step on the global batch: the look-ahead's inner gradients are all-reduced,
 BatchNorm is synchronized and losses sent to `optimizer.apply` are divided by
 R (`keras_l2t.distribute`). Under mixed precision the real step computes in 16
 bits; the meta-networks, the look-ahead and the meta-gradient stay float32
-(`keras_l2t.precision`; method.md §4.8).
+(`keras_l2t.precision`; docs/method.md §4.8).
 """
 
 import math
@@ -175,12 +175,12 @@ class L2TWW(SourceTargetModel):
             meta_optimizer: φ's optimizer. Default: AdamL2(1e-4, wd 1e-4).
             loss: Loss for `evaluate` (default: sparse CE from logits).
             metrics: Metrics (default: accuracy).
-            jit_compile: XLA for the steps (default False: slower on CPU, method.md §4.8).
+            jit_compile: XLA for the steps (default False: slower on CPU, docs/method.md §4.8).
                 Not with a multi-replica `tf.distribute` strategy: XLA cannot
                 compile the look-ahead's cross-replica all-reduces. XLA's
                 max-pool second derivative selects maxima at bfloat16
                 precision, which moves meta-gradients through max-pools by up
-                to ~1 % (BUILD.md).
+                to ~1 % (docs/internals.md).
             **kwargs: Passed to `keras.Model.compile`.
 
         Under a `tf.distribute` strategy, create and compile the model inside
@@ -199,7 +199,7 @@ class L2TWW(SourceTargetModel):
         if jit_compile is True and self.distribute_strategy.num_replicas_in_sync > 1:
             raise ValueError(
                 "jit_compile=True does not work with a multi-replica tf.distribute strategy: XLA cannot "
-                "compile the cross-replica all-reduces of the look-ahead (method.md §4.8). Use one or the other."
+                "compile the cross-replica all-reduces of the look-ahead (docs/method.md §4.8). Use one or the other."
             )
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -370,7 +370,7 @@ class L2TWW(SourceTargetModel):
         Backpropagation runs in two stages: through the look-ahead to the
         meta-network outputs (w, λ), then from them to φ through `phi_tape`, so
         the meta-networks are evaluated once per batch. The look-ahead runs at
-        the variable dtype even under mixed precision (method.md §4.8: a 16-bit
+        the variable dtype even under mixed precision (docs/method.md §4.8: a 16-bit
         look-ahead moves the meta-gradient by 6-15 %), so it needs no loss
         scaling. Under R replicas the differentiated objective is divided by R
         (Keras sums the replicas' gradients), then by `scale_loss` if given.

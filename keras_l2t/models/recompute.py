@@ -5,7 +5,7 @@ steps, one CE step, the outer forward) under one tape and differentiates it
 once: every step's forward and backward tensors stay alive until the reverse
 pass reaches them, so the peak memory grows with T.
 
-This is the official `MetaSGD.meta_backward` instead (method.md §4.2): the
+This is the official `MetaSGD.meta_backward` instead (docs/method.md §4.2): the
 forward pass keeps only each step's starting point θ_t, then the reverse pass
 walks the steps backwards with adjoints a = dJ/dθ and c = dJ/dv (v the
 momentum buffer), recomputing step t's gradient g_t under a tape and

@@ -3,15 +3,16 @@
 import keras
 
 from keras_l2t.backbones.backbone import Backbone
+from keras_l2t.errors import InputError
 
 
 def check_source_and_target(source, target):
     """Raises unless both are `Backbone`s built for the same input size (both see the same images)."""
     if not isinstance(source, Backbone) or not isinstance(target, Backbone):
-        raise TypeError("source and target must be keras_l2t Backbones (see Backbone.from_keras_model).")
+        raise InputError("source and target must be keras_l2t Backbones (see Backbone.from_keras_model).")
     source_hw, target_hw = source.image_shape[:2], target.image_shape[:2]
     if None not in source_hw + target_hw and source_hw != target_hw:
-        raise ValueError(
+        raise InputError(
             f"Source input {source.image_shape} and target input {target.image_shape} differ: both "
             "networks see the same images, build them for the same input size."
         )
