@@ -27,7 +27,30 @@ setuptools.setup(
         "importlib_resources",  # tfds 4.9.x DatasetBuilder.code_path
         "scikit-learn",  # the embedded `digits` dataset
         "matplotlib",  # λ-matrix images and result charts
+        "filelock>=3.24",  # the run directory's lock on every OS (discards locks on unlinked files)
+        # keras-hub sources (the 224 setting's ImageNet ResNet-34 through timm, any image preset):
+        # keras-hub converts timm checkpoints (safetensors), fetched with huggingface_hub.
+        "keras-hub>=0.32; python_version >= '3.11'",
+        "safetensors",
+        "huggingface_hub",
     ],
+    package_data={
+        # The study configs of `train.reproduce --config=NAME`, found from any directory once installed.
+        "train": ["configs/*.cfg"],
+        # Data from the authors' repository (MIT, licence beside it): the Tiny-ImageNet ResNet-32
+        # source and the official split files.
+        "keras_l2t": ["weights/*.npz", "weights/LICENSE-*"],
+        "keras_l2t.data": ["split_files/*.json", "split_files/LICENSE-*"],
+    },
+    entry_points={
+        # Console commands beside `python -m train.main` etc.; unlike `python -m`, they never import a
+        # `train` package from the current directory (a user's own train.py).
+        "console_scripts": [
+            "l2t-train = train.main:console_main",
+            "l2t-pretrain = train.pretrain_source:console_main",
+            "l2t-reproduce = train.reproduce:console_main",
+        ],
+    },
     extras_require={
         "test": ["pytest", "dill"],
     },

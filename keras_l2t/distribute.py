@@ -6,7 +6,7 @@ compile the model under `strategy.scope()`; Keras' `fit` then splits every
 global batch into per-replica batches itself.
 
 A step split over R replicas equals the one-device step on the global batch
-only if (method.md §4.8):
+only if (docs/method.md §4.8):
 - losses whose gradients go to `optimizer.apply` are scaled by 1/R, because
   Keras sums gradients across replicas (`scale_for_apply`);
 - the look-ahead's inner gradients are all-reduced (MEAN) before each inner
@@ -18,6 +18,7 @@ partial batch).
 """
 
 import tensorflow as tf
+from keras_l2t.errors import InputError
 
 STRATEGIES = ("default", "mirrored", "multi_worker")
 _multi_worker = None
@@ -44,9 +45,9 @@ def get_strategy(name="default", devices=None):
     ```
     """
     if name not in STRATEGIES:
-        raise ValueError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
+        raise InputError(f"strategy must be one of {STRATEGIES}, got {name!r}.")
     if devices and name != "mirrored":
-        raise ValueError(f"devices apply to the mirrored strategy only (got strategy {name!r}).")
+        raise InputError(f"devices apply to the mirrored strategy only (got strategy {name!r}).")
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=list(devices) if devices else None)
     if name == "multi_worker":

@@ -16,15 +16,24 @@ import tensorflow as tf
 from keras_l2t import backbones
 from keras_l2t import checkpointing
 from keras_l2t import data as data_lib
-from keras_l2t import determinism, distribute, precision
+from keras_l2t import determinism, distribute, export, precision
 from keras_l2t import optimizers
 from keras_l2t import source_models
-from keras_l2t.callbacks import BestValidationTracker, NonFiniteGuard, ResumableCSVLogger, TransferMonitor
+from keras_l2t.callbacks import (
+    BestValidationTracker,
+    GroupedTensorBoard,
+    MetaNetworkMovement,
+    NonFiniteGuard,
+    ResumableCSVLogger,
+    ShortProgbarLogger,
+    TransferMonitor,
+)
+from keras_l2t.errors import InputError
 from keras_l2t.models import L2TWW, HandCraftedTransfer
 from keras_l2t.models.hand_crafted import HAND_CRAFTED_METHODS
 
 L2T_METHODS = ("fm", "l2t_w", "l2t_ww")
-# The methods that need a source network (the rows of method.md §5 after scratch).
+# The methods that need a source network (the rows of docs/method.md §5 after scratch).
 TRANSFER_METHODS = HAND_CRAFTED_METHODS + L2T_METHODS
 METHODS = ("scratch",) + TRANSFER_METHODS
 # Pairs where `pairs` is left None: all-to-all for matching, same-stage for attention transfer.
@@ -52,6 +61,8 @@ class ExperimentConfig:
     classes: tuple[int, ...] | None = None
     train_examples_per_class: int | None = None
     skip_unreadable_images: bool = False
+    split: str | None = None  # data.SPLITS: "official" or "seeded"; None: official where the dataset has one
+    augmentation: str | None = None  # data.AUGMENTATIONS; None: the dataset's own (folders: from image size)
     # Transfer (every method but scratch):
     source: str | None = None
     pairs: str | None = None  # None: DEFAULT_PAIRS of the method
@@ -67,7 +78,7 @@ class ExperimentConfig:
     lwf_weight: float = 1.0  # λ_o of LwF (Li & Hoiem, 2016)
     lwf_temperature: float = 2.0  # T of LwF
     deterministic: bool = False  # determinism.enable_determinism(): bit-identical reruns and resumptions
-    # Devices and precision (BUILD.md "Multi-GPU, mixed precision, XLA"); batch_size stays the global batch:
+    # Devices and precision (docs/internals.md, "Several devices, mixed precision, XLA"); batch_size stays the global batch:
     strategy: str = "default"  # distribute.STRATEGIES: default (one device), mirrored, multi_worker
     devices: tuple[str, ...] | None = None  # mirrored only: e.g. ("/gpu:0", "/gpu:1"); default all GPUs
     mixed_precision: str | None = None  # precision.MIXED_PRECISION_POLICIES, or None (float32)
@@ -76,37 +87,37 @@ class ExperimentConfig:
 
     def __post_init__(self):
         if self.method not in METHODS:
-            raise ValueError(f"Unknown method {self.method!r}; choose one of {METHODS}.")
+            raise InputError(f"Unknown method {self.method!r}; choose one of {METHODS}.")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+                raise InputError(f"{name} must be positive, got {getattr(self, name)}.")
         for name in ("steps_per_epoch", "image_size", "train_examples_per_class"):
             value = getattr(self, name)
             if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, got {value}.")
+                raise InputError(f"{name} must be positive, got {value}.")
         if self.lr <= 0 or self.width <= 0:
-            raise ValueError("lr and width must be positive.")
+            raise InputError("lr and width must be positive.")
         if self.momentum < 0 or self.weight_decay < 0:
-            raise ValueError("momentum and weight_decay must be >= 0.")
+            raise InputError("momentum and weight_decay must be >= 0.")
         if self.method in TRANSFER_METHODS and not self.source:
-            raise ValueError(f"method {self.method!r} needs a source network (source=PATH or a named source).")
+            raise InputError(f"method {self.method!r} needs a source network (source=PATH or a named source).")
         if self.meta_lr < 0 or self.meta_weight_decay < 0 or self.beta < 0 or self.inner_steps < 0:
-            raise ValueError("meta_lr, meta_weight_decay, beta and inner_steps must be >= 0.")
+            raise InputError("meta_lr, meta_weight_decay, beta and inner_steps must be >= 0.")
         if self.meta_every < 1:
-            raise ValueError(f"meta_every must be >= 1, got {self.meta_every}.")
+            raise InputError(f"meta_every must be >= 1, got {self.meta_every}.")
         if self.at_weight < 0 or self.lwf_weight < 0 or self.lwf_temperature <= 0:
-            raise ValueError("at_weight and lwf_weight must be >= 0, lwf_temperature > 0.")
+            raise InputError("at_weight and lwf_weight must be >= 0, lwf_temperature > 0.")
         if self.strategy not in distribute.STRATEGIES:
-            raise ValueError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}.")
+            raise InputError(f"strategy must be one of {distribute.STRATEGIES}, got {self.strategy!r}.")
         if self.devices and self.strategy != "mirrored":
-            raise ValueError("devices apply to strategy='mirrored' only.")
+            raise InputError("devices apply to strategy='mirrored' only.")
         if self.mixed_precision not in (None,) + precision.MIXED_PRECISION_POLICIES:
-            raise ValueError(
+            raise InputError(
                 f"mixed_precision must be one of {precision.MIXED_PRECISION_POLICIES} or None, "
                 f"got {self.mixed_precision!r}."
             )
         if self.jit_compile and self.strategy != "default":
-            raise ValueError(
+            raise InputError(
                 "jit_compile does not work with a multi-device strategy (XLA cannot compile its all-reduces)."
             )
         if self.pairs is None and self.method in DEFAULT_PAIRS:
@@ -144,7 +155,7 @@ def build_model(config, splits, steps_per_epoch):
     """
     strategy = distribute.get_strategy(config.strategy, config.devices)
     if config.batch_size % strategy.num_replicas_in_sync:
-        raise ValueError(
+        raise InputError(
             f"batch_size {config.batch_size} (the global batch) must be a multiple of the "
             f"{strategy.num_replicas_in_sync} replicas: unequal per-replica batches are not exact."
         )
@@ -205,6 +216,13 @@ def _build_model(config, splits, steps_per_epoch):
     return model
 
 
+def _export_inference_model(run_dir, splits):
+    """Writes export.INFERENCE_FILE from best_target.keras (raw pixels in, probabilities out); returns its name."""
+    best = keras.saving.load_model(run_dir.file("best_target.keras"), compile=False)
+    export.save_inference_model(best, run_dir.file(export.INFERENCE_FILE), resize=splits.eval_resize)
+    return export.INFERENCE_FILE
+
+
 def _describe_checkpoint(model_dir):
     found = checkpointing.latest_checkpoint(model_dir)
     if found is None:
@@ -218,6 +236,8 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
 
     Writes flags.json (once data and model are built), history.csv,
     tensorboard/, best_target.keras (the target at the best validation epoch),
+    target_inference.keras (that target for inference with plain Keras: raw
+    pixels in, probabilities out; see `keras_l2t.export`),
     ckpt-*/ + checkpoint.json (the full state after the last epoch) and
     results.json (at the end). Rerunning after an interruption continues from
     the last checkpoint; rerunning a finished run returns its results.
@@ -254,6 +274,8 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
         classes=config.classes,
         train_examples_per_class=config.train_examples_per_class,
         skip_unreadable_images=config.skip_unreadable_images,
+        split=config.split,
+        augmentation=config.augmentation,
     )
     steps_per_epoch = config.steps_per_epoch or splits.num_train // config.batch_size
     model = build_model(config, splits, steps_per_epoch)
@@ -268,8 +290,13 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
         checkpointing.write_json(run_dir.file(checkpointing.FLAGS_FILE), dataclasses.asdict(config))
         tracker = BestValidationTracker(splits.test, checkpoint_path=run_dir.file("best_target.keras"))
         history = ResumableCSVLogger(run_dir.file("history.csv"))
+        movement = None
+        if isinstance(model, L2TWW) and model.uses_meta_learning:
+            movement = MetaNetworkMovement(splits.val, run_dir.file("meta_networks_initial.npz"))
         checkpoint = checkpointing.TrainingCheckpoint(
-            config.model_dir, stateful_callbacks=[tracker], linked_files=["best_target.keras"]
+            config.model_dir,
+            stateful_callbacks=[tracker] + ([movement] if movement else []),
+            linked_files=["best_target.keras"],
         )
         checkpoint.set_model(model)
         initial_epoch = checkpoint.restore()
@@ -280,12 +307,16 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
         all_callbacks = [
             NonFiniteGuard(lambda: _describe_checkpoint(config.model_dir)),
             tracker,  # before the loggers: adds test_accuracy to the logs they record
+            *([movement] if movement else []),  # likewise: entropy, λ and φ movement
             history,
-            keras.callbacks.TensorBoard(log_dir, update_freq="epoch"),
+            GroupedTensorBoard(log_dir, update_freq="epoch"),  # epoch e at step e; test/ and transfer/ apart
         ]
         if isinstance(model, L2TWW) and model.uses_meta_learning:
-            all_callbacks.append(TransferMonitor(next(iter(splits.val))[0], os.path.join(log_dir, "transfer")))
+            # The validation set's first batch, read once validation has filled its cache.
+            all_callbacks.append(TransferMonitor(splits.val, os.path.join(log_dir, "transfer")))
         all_callbacks += [*callbacks, checkpoint]  # the checkpoint last: it saves what the others did
+        # The bar: ~6 figures (and a line on the meta-networks after each epoch); the rest in TensorBoard, history.csv.
+        all_callbacks.append(ShortProgbarLogger(epoch_lines=[MetaNetworkMovement.line] if movement else []))
         if initial_epoch < config.epochs:
             model.fit(
                 splits.train_epochs(initial_epoch, config.epochs - initial_epoch, steps_per_epoch),
@@ -295,6 +326,7 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
                 steps_per_epoch=steps_per_epoch,
                 callbacks=all_callbacks,
                 verbose=config.verbose,
+                shuffle=False,  # the training stream is shuffled (and keyed by epoch) in tf.data already
             )
         final_test = model.evaluate(splits.test, verbose=0, return_dict=True)["accuracy"]
         results = {
@@ -305,6 +337,8 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             "pairs": config.pairs if config.method in TRANSFER_METHODS else None,
             "width": config.width,
             "image_size": splits.image_size,
+            "class_names": list(splits.class_names),  # of the outputs, in order (after `classes` relabelling)
+            "inference_model": _export_inference_model(run_dir, splits),
             "num_train": splits.num_train,
             "num_val": splits.num_val,
             "num_test": splits.num_test,
@@ -315,6 +349,8 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             "final_test_accuracy": float(final_test),
             "seed": config.seed,
             "resumed_after_epoch": initial_epoch,
+            # L2T-ww's meta-networks after the last epoch: per pair λ and w entropy, and how far they moved.
+            "transfer": movement.summary if movement else None,
             "wall_seconds": round(time.time() - start, 2),
             "versions": versions(),
         }

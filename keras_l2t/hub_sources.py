@@ -74,7 +74,8 @@ def _hugging_face_snapshot(spec):
         raise InputError(
             f"Source {spec!r} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and "
             f"{HUGGING_FACE_HOST[0]} is unreachable. On a machine with internet access run "
-            f"`huggingface-cli download {repo_id} config.json model.safetensors --local-dir DIR`, copy DIR here "
+            f"`hf download {repo_id} config.json model.safetensors --local-dir DIR` (`huggingface-cli download` "
+            "before huggingface_hub 1.0), copy DIR here "
             "and pass --source=DIR (or copy that machine's cache folder models--"
             f"{repo_id.replace('/', '--')} into the cache above)."
         )

@@ -10,6 +10,7 @@ Specs (over each backbone's `transfer_taps`):
 """
 
 import math
+from keras_l2t.errors import InputError
 
 PAIR_SPECS = ("all", "one_to_one", "single")
 
@@ -48,7 +49,7 @@ def parse_pairs(spec, source, target):
         for item in spec.replace(" ", "").split(","):
             parts = item.split("-")
             if len(parts) != 2 or not all(p.isdigit() for p in parts):
-                raise ValueError(
+                raise InputError(
                     f"Malformed pair {item!r} in {spec!r}: use 'm-n' (source tap m, target tap n) "
                     f"separated by commas, or one of {PAIR_SPECS}."
                 )
@@ -56,14 +57,14 @@ def parse_pairs(spec, source, target):
     else:
         pairs = [tuple(int(i) for i in pair) for pair in spec]
     if not pairs:
-        raise ValueError("At least one pair is needed.")
+        raise InputError("At least one pair is needed.")
     for m, n in pairs:
         if not 0 <= m < len(source_sizes):
-            raise ValueError(f"Source tap {m} out of range: {source.name} has taps 0..{len(source_sizes) - 1}.")
+            raise InputError(f"Source tap {m} out of range: {source.name} has taps 0..{len(source_sizes) - 1}.")
         if not 0 <= n < len(target_sizes):
-            raise ValueError(f"Target tap {n} out of range: {target.name} has taps 0..{len(target_sizes) - 1}.")
+            raise InputError(f"Target tap {n} out of range: {target.name} has taps 0..{len(target_sizes) - 1}.")
     if len(set(pairs)) != len(pairs):
-        raise ValueError(f"Duplicate pairs in {spec!r}.")
+        raise InputError(f"Duplicate pairs in {spec!r}.")
     return tuple(pairs)
 
 

@@ -21,6 +21,7 @@ from keras_l2t import hub_sources, official_weights
 from keras_l2t.backbones.backbone import Backbone
 from keras_l2t.data.availability import reachable_endpoints
 from keras_l2t.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
+from keras_l2t.errors import InputError
 
 RESNET50_TAPS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
 RESNET50_WEIGHTS_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels.h5"
@@ -30,7 +31,7 @@ NAMED_SOURCES = (
 )
 
 
-class SourceUnavailableError(RuntimeError):
+class SourceUnavailableError(InputError, RuntimeError):
     """The source network cannot be loaded (missing/corrupt file, weights not downloadable)."""
 
 
@@ -66,7 +67,7 @@ def resnet50_imagenet(image_size=224, weights="imagenet"):
         )
     inputs = keras.Input((image_size, image_size, 3), name="images")
     caffe = CaffeInputs(name="caffe_inputs")(inputs)
-    model = keras.applications.ResNet50(weights=weights, input_tensor=caffe)
+    model = keras.applications.ResNet50(weights=weights, input_tensor=caffe, classifier_activation=None)
     return Backbone.from_keras_model(model, RESNET50_TAPS, name="resnet50_imagenet")
 
 

@@ -1,55 +1,21 @@
 """keras-hub sources, offline: a local preset in timm's format loads as the same network as our resnet34.
 
 The paper's 224 source is torchvision's ImageNet ResNet-34 (timm's
-`resnet34.tv_in1k`). Here a directory in that checkpoint's format (timm's
-`config.json` and `model.safetensors` with timm's key names) holds the random
-weights of our own `resnet34`; keras-hub converts it on loading, and the
-features must agree with ours.
+`resnet34.tv_in1k`). Here a directory in that checkpoint's format
+(`tests/timm_presets.py`) holds the random weights of our own `resnet34`;
+keras-hub converts it on loading, and the features must agree with ours.
 """
 
-import json
-import os
 import time
 
 import numpy as np
 import pytest
 
-pytest.importorskip("keras_hub")
-safetensors_numpy = pytest.importorskip("safetensors.numpy")
-
-from keras_l2t import backbones, hub_sources, source_models  # pylint: disable=wrong-import-position
-from keras_l2t.errors import InputError  # pylint: disable=wrong-import-position
+from keras_l2t import backbones, hub_sources, source_models
+from keras_l2t.errors import InputError
+from tests import timm_presets
 
 IMAGE_SIZE = 64
-
-
-def _timm_state_dict(resnet):
-    """Our resnet34's weights under timm's (torchvision's) key names and layouts."""
-    layers = {layer.name: layer for layer in resnet.network.layers}
-    state = {}
-
-    def conv(ours, theirs):
-        state[f"{theirs}.weight"] = np.transpose(layers[ours].get_weights()[0], (3, 2, 0, 1))
-
-    def batch_norm(ours, theirs):
-        gamma, beta, mean, variance = layers[ours].get_weights()
-        state.update({f"{theirs}.weight": gamma, f"{theirs}.bias": beta,
-                      f"{theirs}.running_mean": mean, f"{theirs}.running_var": variance})
-
-    conv("conv1", "conv1")
-    batch_norm("bn1", "bn1")
-    for stage, blocks in enumerate((3, 4, 6, 3)):
-        for block in range(blocks):
-            ours, theirs = f"layer{stage + 1}_{block}", f"layer{stage + 1}.{block}"
-            for i in (1, 2):
-                conv(f"{ours}_conv{i}", f"{theirs}.conv{i}")
-                batch_norm(f"{ours}_bn{i}", f"{theirs}.bn{i}")
-            if f"{ours}_downsample_conv" in layers:
-                conv(f"{ours}_downsample_conv", f"{theirs}.downsample.0")
-                batch_norm(f"{ours}_downsample_bn", f"{theirs}.downsample.1")
-    kernel, bias = layers["fc"].get_weights()
-    state["fc.weight"], state["fc.bias"] = kernel.T, bias
-    return {k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +27,9 @@ def resnet34_and_preset(tmp_path_factory):
             gamma, beta, _, _ = layer.get_weights()
             layer.set_weights([gamma * rng.uniform(0.5, 1.5, gamma.shape), beta + rng.normal(0, 0.1, beta.shape),
                                rng.normal(0, 0.1, gamma.shape), rng.uniform(0.5, 2.0, gamma.shape)])
-    directory = tmp_path_factory.mktemp("resnet34_timm")
-    safetensors_numpy.save_file(_timm_state_dict(ours), os.path.join(directory, "model.safetensors"))
-    config = {
-        "architecture": "resnet34", "num_classes": 10, "num_features": 512,
-        "pretrained_cfg": {"input_size": [3, 224, 224], "interpolation": "bilinear",
-                           "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-    }
-    with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
-        json.dump(config, f)
-    return ours, str(directory)
+    directory = str(tmp_path_factory.mktemp("resnet34_timm"))
+    timm_presets.write_timm_preset(ours, directory)
+    return ours, directory
 
 
 def test_a_timm_resnet34_preset_computes_our_resnet34(resnet34_and_preset):
@@ -106,7 +65,7 @@ def test_a_missing_hugging_face_preset_fails_within_seconds_naming_the_cache(mon
     with pytest.raises(InputError, match="resnet34.tv_in1k") as error:
         source_models.load_source("resnet34_imagenet", 224)
     assert time.time() - start < 10
-    assert "huggingface-cli download timm/resnet34.tv_in1k" in str(error.value)
+    assert "hf download timm/resnet34.tv_in1k config.json model.safetensors" in str(error.value)
 
 
 def test_hub_specs_are_told_apart_from_keras_files(resnet34_and_preset, tmp_path):
@@ -116,3 +75,21 @@ def test_hub_specs_are_told_apart_from_keras_files(resnet34_and_preset, tmp_path
     assert hub_sources.is_hub_spec("resnet34_imagenet")
     assert not hub_sources.is_hub_spec(str(tmp_path / "source.keras"))
     assert not hub_sources.is_hub_spec(str(tmp_path))  # a directory without config.json
+
+
+def test_resnet34_imagenet_is_read_from_the_hugging_face_cache_without_the_network(
+        resnet34_and_preset, monkeypatch, tmp_path):
+    from huggingface_hub import constants  # pylint: disable=import-outside-toplevel
+
+    ours, _ = resnet34_and_preset
+    timm_presets.write_hugging_face_cache_entry(ours, str(tmp_path))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))
+
+    def no_network(endpoints):
+        raise AssertionError(f"the network was probed for {endpoints} although the preset is cached")
+
+    monkeypatch.setattr(hub_sources, "reachable_endpoints", no_network)
+    source = source_models.load_source("resnet34_imagenet", IMAGE_SIZE)
+    images = np.random.default_rng(2).normal(size=(1, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    np.testing.assert_allclose(np.asarray(source(images)), np.asarray(ours(images)), rtol=0, atol=1e-4)
+    assert source.name == "resnet34_tv_in1k"

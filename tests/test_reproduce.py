@@ -1,4 +1,4 @@
-"""`train.reproduce` (the study runner), `train.aggregate` (its table and chart) and `configs/`."""
+"""`train.reproduce` (the study runner), `train.aggregate` (its table and chart) and `train/configs/`."""
 
 import csv
 import dataclasses
@@ -15,7 +15,7 @@ from train import aggregate
 from train import reproduce
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO, "configs")
+CONFIGS = reproduce.CONFIGS_DIR
 
 
 def _write_json(path, payload):
@@ -131,19 +131,19 @@ def _parse_config(path, *extra):
         flags.FLAGS.unparse_flags()
 
 
-@pytest.mark.parametrize("name,dataset,target,image_size,batch_size,epochs,meta_lr", [
-    ("cifar100", "cifar100", "vgg9_bn", 32, 128, 200, 1e-4),
-    ("stl10", "stl10", "vgg9_bn", 32, 128, 200, 1e-4),
-    ("stanford_dogs", "stanford_dogs", "resnet18", 224, 64, 200, 1e-4),
-    ("caltech_birds2011", "caltech_birds2011", "resnet18", 224, 64, 200, 1e-4),
-    ("mit67", "folder:data/mit67", "resnet18", 224, 64, 200, 1e-4),
-    ("stanford40", "folder:data/stanford40", "resnet18", 224, 64, 200, 1e-3),
+@pytest.mark.parametrize("name,dataset,target,image_size,batch_size,epochs,meta_lr,source", [
+    ("cifar100", "cifar100", "vgg9_bn", 32, 128, 200, 1e-4, "tinyimagenet_resnet32"),
+    ("stl10", "stl10", "vgg9_bn", 32, 128, 200, 1e-4, "tinyimagenet_resnet32"),
+    ("stanford_dogs", "stanford_dogs", "resnet18", 224, 64, 200, 1e-4, "resnet34_imagenet"),
+    ("caltech_birds2011", "caltech_birds2011", "resnet18", 224, 64, 200, 1e-4, "resnet34_imagenet"),
+    ("mit67", "folder:data/mit67", "resnet18", 224, 64, 200, 1e-4, "resnet34_imagenet"),
+    ("stanford40", "folder:data/stanford40", "resnet18", 224, 64, 200, 1e-3, "resnet34_imagenet"),
 ])
 def test_official_configs_carry_the_official_settings(name, dataset, target, image_size, batch_size, epochs,
-                                                       meta_lr):
+                                                       meta_lr, source):
     present, (methods, base, source_config) = _parse_config(os.path.join(CONFIGS, f"{name}.cfg"))
     assert not present & {"method", "seed", "model_dir", "pairs"}  # the runner's, per run
-    assert methods == ["l2t_ww"] and source_config is None and base.source.endswith(".keras")
+    assert methods == ["l2t_ww"] and source_config is None and base.source == source
     assert (base.dataset, base.target, base.width, base.image_size) == (dataset, target, 1.0, image_size)
     assert (base.batch_size, base.epochs, base.lr, base.momentum, base.weight_decay) == (
         batch_size, epochs, 0.1, 0.9, 1e-4)

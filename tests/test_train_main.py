@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from train.startup import STARTUP_NOISE
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULT_KEYS = {
     "method", "dataset", "target", "source", "epochs_completed", "best_val_accuracy", "best_epoch",
@@ -15,8 +17,8 @@ RESULT_KEYS = {
 }
 
 
-def _run(module, *args, timeout=600):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+def _run(module, *args, timeout=600, env=None):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **(env or {}))
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False,
@@ -36,16 +38,23 @@ def test_default_demo_runs_every_method_and_prints_the_table(tmp_path):
     run = _run("train.main", f"--model_dir={model_dir}", "--epochs=1", "--source_epochs=1", "--steps_per_epoch=2")
     assert run.returncode == 0, run.stderr[-3000:]
     assert "| l2t_ww |" in run.stdout and "| scratch |" in run.stdout and "| fm |" in run.stdout
+    assert f"Run directory: {model_dir}\n" in run.stdout
+    assert not STARTUP_NOISE.search(run.stderr), run.stderr[-3000:]  # no TF C++ start-up lines
     assert os.path.exists(os.path.join(model_dir, "source", "source.keras"))
     for method in ("scratch", "fm", "l2t_ww"):
         results = _results(os.path.join(model_dir, method))
         assert results["method"] == method and results["epochs_completed"] == 1
         assert os.path.exists(os.path.join(model_dir, method, "best_target.keras"))
         assert os.path.isdir(os.path.join(model_dir, method, "tensorboard"))
-    assert _results(os.path.join(model_dir, "l2t_ww"))["source"].endswith("source.keras")
+    l2t_ww = _results(os.path.join(model_dir, "l2t_ww"))
+    assert l2t_ww["source"].endswith("source.keras")
+    assert len(l2t_ww["transfer"]["lambda"]) == len(l2t_ww["transfer"]["pairs"]) == 15  # 3 source x 5 target taps
+    assert "meta-networks: w entropy mean" in run.stdout  # the line after each L2T-ww epoch
     assert os.path.exists(os.path.join(model_dir, "comparison.md"))
     with open(os.path.join(model_dir, "l2t_ww", "flags.json"), encoding="utf-8") as f:
         assert json.load(f)["method"] == "l2t_ww"
+    with open(os.path.join(model_dir, "l2t_ww", "flags.txt"), encoding="utf-8") as f:
+        assert f"--model_dir={model_dir}\n" in f.read()  # the whole command, replayable with --flagfile
 
 
 def test_stanford_dogs_scratch_from_the_real_tfds_builder(tmp_path, fake_dogs_data_dir):
@@ -89,6 +98,28 @@ def test_pretrain_source_then_transfer_from_its_file(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert _results(model_dir)["pairs"] == "one_to_one"
+
+
+def test_stanford_dogs_with_no_other_flag_runs_the_papers_l2t_ww(tmp_path, fake_dogs_data_dir):
+    """--dataset=stanford_dogs alone: L2T-ww from the ImageNet ResNet-34 (here: our resnet34's random weights in
+    timm's format in a Hugging Face cache, read offline) to a ResNet-18 on the official split. Only the size flags
+    are added, to keep it a smoke test."""
+    from keras_l2t import backbones  # pylint: disable=import-outside-toplevel
+    from tests import timm_presets  # pylint: disable=import-outside-toplevel
+
+    cache = str(tmp_path / "hf_cache")
+    timm_presets.write_hugging_face_cache_entry(backbones.resnet34(num_classes=1000, input_shape=(64, 64, 3)), cache)
+    model_dir = str(tmp_path / "dogs_paper")
+    run = _run(
+        "train.main", "--dataset=stanford_dogs", f"--data_dir={fake_dogs_data_dir}", f"--model_dir={model_dir}",
+        "--width=0.125", "--image_size=64", "--batch_size=8", "--epochs=1", "--steps_per_epoch=1",
+        env={"HF_HUB_CACHE": cache},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = _results(model_dir)
+    assert (results["method"], results["source"], results["target"], results["pairs"]) == (
+        "l2t_ww", "resnet34_imagenet", "resnet18", "all")
+    assert (results["num_train"], results["num_val"]) == (270, 30)  # the official validation offsets
 
 
 @pytest.mark.parametrize(

@@ -117,7 +117,7 @@ def write_markdown(rows, path, title, settings=(), unfinished=()):
         "",
         markdown_table(rows),
         "",
-        "Test accuracy at the epoch of best validation accuracy (the paper's protocol, method.md §4.5): "
+        "Test accuracy at the epoch of best validation accuracy (the paper's protocol, docs/method.md §4.5): "
         "mean ± sample standard deviation (ddof 1) over the seeds; best val acc. and wall time are means.",
     ]
     if settings:

@@ -1,4 +1,11 @@
-"""How the entry points end on bad input or a numerical fault: one line, a non-zero exit, no traceback."""
+"""How the entry points end on bad input or a numerical fault: one line and a non-zero exit, no traceback.
+
+Only the exceptions that say the user must change something are shortened:
+`keras_l2t.errors.InputError` (bad flags, files, data or model_dir) and
+`checkpointing.NonFiniteError` (training diverged). Anything else, including a
+ValueError or TypeError raised inside TensorFlow or Keras, is a bug and keeps
+its traceback.
+"""
 
 import sys
 
@@ -7,20 +14,17 @@ NUMERICAL_FAULT_EXIT_CODE = 3
 
 
 def run_reporting_errors(function, show_traceback=False):
-    """Calls `function()`; bad input exits 2 and a non-finite loss 3, each with an `error:` line.
+    """Calls `function()`; an InputError exits 2 and a NonFiniteError 3, each with one `error:` line.
 
-    Bad input is what the library raises for wrong arguments, missing or
-    unusable files and data, and busy or mismatched model_dirs (ValueError,
-    TypeError, FileNotFoundError, SourceUnavailableError). With `show_traceback`
-    the exception propagates instead.
+    With `show_traceback` they propagate instead, like every other exception.
     """
     # pylint: disable=import-outside-toplevel
     from keras_l2t.checkpointing import NonFiniteError
-    from keras_l2t.source_models import SourceUnavailableError
+    from keras_l2t.errors import InputError
 
     try:
         return function()
-    except (ValueError, TypeError, FileNotFoundError, SourceUnavailableError, NonFiniteError) as error:
+    except (InputError, NonFiniteError) as error:
         if show_traceback:
             raise
         code = NUMERICAL_FAULT_EXIT_CODE if isinstance(error, NonFiniteError) else BAD_INPUT_EXIT_CODE

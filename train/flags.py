@@ -1,4 +1,9 @@
-"""Command-line flags of the entry points, and their conversion to `ExperimentConfig`s."""
+"""Command-line flags of the entry points, their `--help` groups, and their conversion to `ExperimentConfig`s.
+
+Every `define_*` function takes the `FlagValues` to define into (absl's global
+`FLAGS` by default; tests pass their own) and returns the names it defined, so
+that `--help` (train.cli_help) and `flags.txt` list exactly the entry point's flags.
+"""
 
 import dataclasses
 import os
@@ -6,103 +11,239 @@ import os
 from absl import flags
 
 from keras_l2t import backbones
+from keras_l2t.data.datasets import AUGMENTATIONS, SPLITS
 from keras_l2t.distribute import STRATEGIES
+from keras_l2t.errors import InputError
 from keras_l2t.experiment import METHODS, TRANSFER_METHODS, ExperimentConfig
 from keras_l2t.precision import MIXED_PRECISION_POLICIES
 from keras_l2t.source_models import NAMED_SOURCES
 from train import presets
+from train import run_dirs
+
+FLAGS = flags.FLAGS
 
 DATASET_HELP = (
     "digits (embedded, no download), stanford_dogs, caltech_birds2011, cifar10, cifar100, stl10, "
     "fashion_mnist, mnist, or folder:PATH (PATH/train/<class>/*, PATH/test/<class>/*)."
 )
 
+# `--help` headings and their flags, in the order shown; a flag missing here is shown under "Other".
+HELP_GROUPS = (
+    ("Data", (
+        "dataset", "data_dir", "split", "augmentation", "image_size", "classes", "train_examples_per_class",
+        "skip_unreadable_images",
+    )),
+    ("Networks", (
+        "target", "width", "arch", "source", "source_arch", "source_width", "source_classes", "source_epochs",
+        "source_batch_size",
+    )),
+    ("Optimisation", ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "steps_per_epoch")),
+    ("Method, transfer and meta-learning", (
+        "method", "pairs", "beta", "inner_steps", "meta_lr", "meta_weight_decay", "first_order", "meta_every",
+        "recompute_look_ahead", "at_weight", "lwf_weight", "lwf_temperature",
+    )),
+    ("Runtime and output", (
+        "model_dir", "overwrite", "print_config", "verbose", "show_traceback", "deterministic", "strategy",
+        "devices", "mixed_precision", "jit_compile",
+    )),
+)
+# Flags that flags.txt leaves out: replaying a run must never start it over or only print it.
+NOT_REPLAYED = ("overwrite", "print_config")
 
-def define_common_flags():
-    """Flags shared by `train.main` and `train.pretrain_source`."""
-    flags.DEFINE_string("dataset", "digits", DATASET_HELP)
-    flags.DEFINE_string("data_dir", None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets).")
-    flags.DEFINE_string("model_dir", "runs/default", "Where checkpoints, logs, TensorBoard and results go.")
-    flags.DEFINE_integer("image_size", None, "Input size (default: per dataset).")
-    flags.DEFINE_integer("epochs", None, "Training epochs (default: per dataset).")
-    flags.DEFINE_integer("batch_size", None, "Batch size (default: per dataset).")
-    flags.DEFINE_float("lr", 0.1, "Learning rate of the trained network (cosine-annealed per epoch).")
-    flags.DEFINE_float("momentum", 0.9, "SGD momentum (PyTorch semantics).")
-    flags.DEFINE_float("weight_decay", 1e-4, "L2 weight decay, coupled into the momentum as in PyTorch.")
-    flags.DEFINE_integer("seed", 0, "Random seed (weights, data order, validation split).")
-    flags.DEFINE_integer("steps_per_epoch", None, "Limit steps per epoch (smoke runs).")
-    flags.DEFINE_list("classes", None, "Keep only these class ids (relabelled 0..k-1 in this order).")
-    flags.DEFINE_integer("train_examples_per_class", None, "Keep N training images per class (limited data).")
+
+def _defined(define):
+    """Runs `define(flag_values)` and returns the names of the flags it added."""
+
+    def wrapper(flag_values=FLAGS):
+        before = set(flag_values)
+        define(flag_values)
+        return sorted(set(flag_values) - before)
+
+    wrapper.__doc__ = define.__doc__
+    wrapper.__name__ = define.__name__
+    return wrapper
+
+
+def _common_flags(fv):
+    flags.DEFINE_string("dataset", "digits", DATASET_HELP, flag_values=fv)
+    flags.DEFINE_string(
+        "data_dir", None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets).", flag_values=fv
+    )
+    flags.DEFINE_string(
+        "model_dir", None,
+        "Where checkpoints, logs, TensorBoard and results go (default: runs/<dataset>-<methods>-<hash of the "
+        "configuration>, a new directory for each configuration; printed at start).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer("image_size", None, "Input size.", flag_values=fv)
+    flags.DEFINE_integer("epochs", None, "Training epochs.", flag_values=fv)
+    flags.DEFINE_integer("batch_size", None, "Batch size (the global batch over all replicas).", flag_values=fv)
+    flags.DEFINE_float("lr", 0.1, "Learning rate of the trained network (cosine-annealed per epoch).", flag_values=fv)
+    flags.DEFINE_float("momentum", 0.9, "SGD momentum (PyTorch semantics).", flag_values=fv)
+    flags.DEFINE_float(
+        "weight_decay", 1e-4, "L2 weight decay, coupled into the momentum as in PyTorch.", flag_values=fv
+    )
+    flags.DEFINE_integer("seed", 0, "Random seed (weights, data order, validation split).", flag_values=fv)
+    flags.DEFINE_integer(
+        "steps_per_epoch", None, "Limit steps per epoch, for smoke runs (default: the whole training set).",
+        flag_values=fv,
+    )
+    flags.DEFINE_list(
+        "classes", None, "Keep only these class ids, relabelled 0..k-1 in this order (unset: all).",
+        flag_values=fv,
+    )
+    flags.DEFINE_integer(
+        "train_examples_per_class", None, "Keep N training images per class, for limited data (unset: all).",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "split", None, list(SPLITS),
+        "official: the authors' train/val split (stanford_dogs, caltech_birds2011, cifar100; verified against the "
+        "TFDS examples); seeded: a class-balanced tenth of each class drawn with --seed (unset: official where it "
+        "exists, else seeded).",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "augmentation", None, list(AUGMENTATIONS),
+        "Training augmentation: imagenet (torchvision RandomResizedCrop 224 + flip; eval resize + centre crop), "
+        "cifar (pad 4 + random crop + flip), pad_crop (no flip), none (resize only) (unset: per dataset; for a "
+        "folder, cifar at 32 px when its images are at most 64 px, else imagenet).",
+        flag_values=fv,
+    )
     flags.DEFINE_bool(
         "skip_unreadable_images", False,
         "Folder datasets: leave out files that are not images (each is logged) instead of stopping.",
+        flag_values=fv,
     )
     flags.DEFINE_bool(
         "deterministic", False,
         "Bit-reproducible runs (and resumptions): keras_l2t.determinism.enable_determinism() (TF op determinism, "
         "no Grappler arithmetic rewrites, gradients summed in a fixed order) on top of the fixed seeds.",
+        flag_values=fv,
     )
     flags.DEFINE_bool(
         "overwrite", False,
         "Start over in a --model_dir that holds a run (finished, interrupted, or with other flags).",
+        flag_values=fv,
     )
-    flags.DEFINE_bool("show_traceback", False, "On bad input, raise with the traceback instead of a short error.")
+    flags.DEFINE_bool(
+        "print_config", False,
+        "Print the fully resolved configuration (presets applied; every run, the auto source, the run "
+        "directory) as JSON and exit, without training or writing anything.",
+        flag_values=fv,
+    )
+    flags.DEFINE_enum(
+        "verbose", "auto", ["auto", "0", "1", "2"],
+        "Training output: 0 silent, 1 a progress bar, 2 one line per epoch (log files, batch jobs); auto is 1.",
+        flag_values=fv,
+    )
+    flags.DEFINE_bool(
+        "show_traceback", False, "On bad input, raise with the traceback instead of a one-line error.",
+        flag_values=fv,
+    )
     flags.DEFINE_enum(
         "strategy", "default", list(STRATEGIES),
         "default: one device; mirrored: all local GPUs (or --devices); multi_worker: the workers of TF_CONFIG. "
         "--batch_size stays the global batch, split evenly over the replicas.",
+        flag_values=fv,
     )
-    flags.DEFINE_list("devices", None, "With --strategy=mirrored: devices to use, e.g. /gpu:0,/gpu:1.")
+    flags.DEFINE_list(
+        "devices", None, "With --strategy=mirrored: devices to use, e.g. /gpu:0,/gpu:1 (default: all GPUs).",
+        flag_values=fv,
+    )
     flags.DEFINE_enum(
         "mixed_precision", None, list(MIXED_PRECISION_POLICIES),
-        "16-bit compute for the networks' training step (losses, meta-networks, look-ahead stay float32).",
+        "16-bit compute for the networks' training step (losses, meta-networks, look-ahead stay float32; "
+        "default: float32 throughout).",
+        flag_values=fv,
     )
-    flags.DEFINE_bool("jit_compile", False, "XLA-compile the training step (one device only; slower on CPU).")
+    flags.DEFINE_bool(
+        "jit_compile", False, "XLA-compile the training step (one device only; slower on CPU).", flag_values=fv
+    )
 
 
-def define_flags():
-    """Defines the flags of `train.main` (call once, under `__main__`)."""
-    define_common_flags()
+@_defined
+def define_common_flags(fv):
+    """Defines the flags shared by `train.main` and `train.pretrain_source`; returns their names."""
+    _common_flags(fv)
+
+
+@_defined
+def define_pretrain_flags(fv):
+    """Defines the flags of `train.pretrain_source`; returns their names."""
+    _common_flags(fv)
+    flags.DEFINE_string(
+        "arch", "resnet32", f"Source architecture: one of {', '.join(sorted(backbones.BACKBONES))}.", flag_values=fv
+    )
+    flags.DEFINE_float("width", 1.0, "Channel-width multiplier of the source.", flag_values=fv)
+
+
+@_defined
+def define_flags(fv):
+    """Defines the flags of `train.main`; returns their names."""
+    _common_flags(fv)
     flags.DEFINE_list(
         "method", None,
-        f"One or more of {list(METHODS)}, comma-separated; several print a comparison table "
-        "(default: per dataset; l2t_ww, or scratch,fm,l2t_ww for digits).",
+        f"One or more of {list(METHODS)}, comma-separated; several print a comparison table.",
+        flag_values=fv,
     )
-    flags.DEFINE_enum("target", None, sorted(backbones.BACKBONES), "Target network (default: per dataset).")
-    flags.DEFINE_float("width", None, "Channel-width multiplier of the target (default: per dataset).")
+    flags.DEFINE_enum("target", None, sorted(backbones.BACKBONES), "Target network.", flag_values=fv)
+    flags.DEFINE_float("width", None, "Channel-width multiplier of the target.", flag_values=fv)
     flags.DEFINE_string(
         "source", None,
         f"Source network: PATH to a .keras Backbone, {'/'.join(NAMED_SOURCES)}, or auto (pretrain "
-        "--source_arch on --source_classes of the same dataset first). Default: per dataset.",
+        "--source_arch on --source_classes of the same dataset first).",
+        flag_values=fv,
     )
-    flags.DEFINE_enum("source_arch", None, sorted(backbones.BACKBONES), "Architecture of an auto source.")
-    flags.DEFINE_float("source_width", None, "Width multiplier of an auto source.")
-    flags.DEFINE_list("source_classes", None, "Classes an auto source is pretrained on.")
-    flags.DEFINE_integer("source_epochs", None, "Epochs of auto-source pretraining (default: --epochs).")
-    flags.DEFINE_integer("source_batch_size", None, "Batch size of auto-source pretraining (default: --batch_size).")
+    flags.DEFINE_enum(
+        "source_arch", None, sorted(backbones.BACKBONES), "Architecture of an auto source.", flag_values=fv
+    )
+    flags.DEFINE_float("source_width", None, "Width multiplier of an auto source.", flag_values=fv)
+    flags.DEFINE_list("source_classes", None, "Classes an auto source is pretrained on.", flag_values=fv)
+    flags.DEFINE_integer(
+        "source_epochs", None, "Epochs of auto-source pretraining (unset: --epochs).", flag_values=fv
+    )
+    flags.DEFINE_integer(
+        "source_batch_size", None, "Batch size of auto-source pretraining (unset: --batch_size).", flag_values=fv
+    )
     flags.DEFINE_string(
         "pairs", None,
         "Pairs source-target: all, one_to_one, single, or m-n,m-n,... (default: all for fm, l2t_w, "
         "l2t_ww; one_to_one for at, lwf_at).",
+        flag_values=fv,
     )
-    flags.DEFINE_integer("inner_steps", 2, "T: look-ahead matching steps of the meta step.")
-    flags.DEFINE_float("beta", 0.5, "β: weight of the feature-matching loss.")
-    flags.DEFINE_float("meta_lr", 1e-4, "Learning rate of the meta-networks (Adam).")
-    flags.DEFINE_float("meta_weight_decay", 1e-4, "L2 weight decay of the meta-networks (coupled, as in PyTorch).")
-    flags.DEFINE_bool("first_order", False, "Cheaper meta-gradient that drops the Hessian-in-θ terms.")
-    flags.DEFINE_integer("meta_every", 1, "Meta-update every k-th step.")
+    flags.DEFINE_integer("inner_steps", 2, "T: look-ahead matching steps of the meta step.", flag_values=fv)
+    flags.DEFINE_float("beta", 0.5, "β: weight of the feature-matching loss.", flag_values=fv)
+    flags.DEFINE_float("meta_lr", 1e-4, "Learning rate of the meta-networks (Adam).", flag_values=fv)
+    flags.DEFINE_float(
+        "meta_weight_decay", 1e-4, "L2 weight decay of the meta-networks (coupled, as in PyTorch).", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "first_order", False, "Cheaper meta-gradient that drops the Hessian-in-θ terms.", flag_values=fv
+    )
+    flags.DEFINE_integer("meta_every", 1, "Meta-update every k-th step.", flag_values=fv)
     flags.DEFINE_bool(
         "recompute_look_ahead", False,
         "The same meta-gradient by reverse adjoints that recompute each look-ahead step (the official "
-        "meta_backward): less memory for long look-aheads, ~20 % slower (docs/profile.md).",
+        "meta_backward): less memory for long look-aheads, ~20 % slower (docs/internals.md).",
+        flag_values=fv,
     )
-    flags.DEFINE_float("at_weight", 1e3, "β of attention transfer (at, lwf_at): the loss is β/2·Σ_pairs.")
-    flags.DEFINE_float("lwf_weight", 1.0, "λ_o, weight of the LwF distillation term (lwf, lwf_at; Li & Hoiem).")
-    flags.DEFINE_float("lwf_temperature", 2.0, "T, the LwF distillation temperature (lwf, lwf_at).")
+    flags.DEFINE_float(
+        "at_weight", 1e3, "β of attention transfer (at, lwf_at): the loss is β/2·Σ_pairs.", flag_values=fv
+    )
+    flags.DEFINE_float(
+        "lwf_weight", 1.0, "λ_o, weight of the LwF distillation term (lwf, lwf_at; Li & Hoiem).", flag_values=fv
+    )
+    flags.DEFINE_float("lwf_temperature", 2.0, "T, the LwF distillation temperature (lwf, lwf_at).", flag_values=fv)
 
 
 def _int_list(values):
-    return tuple(int(v) for v in values) if values else None
+    if not values:
+        return None
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise InputError(f"Class ids must be integers, got {','.join(values)}.") from None
 
 
 def _first_set(*values):
@@ -116,8 +257,13 @@ def _pick(flag_values, preset, name):
     return preset.get(name) if value is None else value
 
 
+def verbose_value(text):
+    """`--verbose` as `fit(verbose=...)` takes it: "auto" or 0, 1, 2."""
+    return int(text) if text.isdigit() else text
+
+
 def common_config_fields(flag_values, preset):
-    """ExperimentConfig fields from the common flags, preset defaults filled in."""
+    """ExperimentConfig fields from the common flags, preset defaults filled in (model_dir as given, or "")."""
 
     def pick(name):
         return _pick(flag_values, preset, name)
@@ -125,7 +271,7 @@ def common_config_fields(flag_values, preset):
     classes = _int_list(flag_values.classes) or _int_list(preset.get("classes"))
     examples = _pick(flag_values, preset, "train_examples_per_class")
     return {
-        "model_dir": flag_values.model_dir,
+        "model_dir": flag_values.model_dir or "",
         "dataset": flag_values.dataset,
         "data_dir": flag_values.data_dir,
         "image_size": pick("image_size"),
@@ -139,25 +285,37 @@ def common_config_fields(flag_values, preset):
         "classes": classes,
         "train_examples_per_class": examples,
         "skip_unreadable_images": flag_values.skip_unreadable_images,
+        "split": flag_values.split,
+        "augmentation": flag_values.augmentation,
         "deterministic": flag_values.deterministic,
         "strategy": flag_values.strategy,
         "devices": tuple(flag_values.devices) if flag_values.devices else None,
         "mixed_precision": flag_values.mixed_precision,
         "jit_compile": flag_values.jit_compile,
+        "verbose": verbose_value(flag_values.verbose),
     }
+
+
+def _preset(flag_values):
+    """The dataset's preset; a folder's follows the size of its images unless --image_size is set."""
+    return presets.preset_for(
+        flag_values.dataset, flag_values.augmentation, inspect_folder=flag_values.image_size is None,
+        skip_unreadable=flag_values.skip_unreadable_images,
+    )
 
 
 def plan_from_flags(flag_values):
     """(methods, base target config, auto-source config or None) for `train.main`.
 
-    The base config has `method="scratch"`; callers replace method, model_dir
-    and source per run.
+    The base config has `method="scratch"` and the run directory: --model_dir,
+    or `run_dirs.default_model_dir` of the resolved configuration. Callers
+    replace method, model_dir and source per run (`method_configs`).
     """
-    preset = presets.preset_for(flag_values.dataset)
+    preset = _preset(flag_values)
     methods = list(flag_values.method or preset["method"])
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
-        raise ValueError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
+        raise InputError(f"Unknown method(s) {unknown}; choose from {list(METHODS)}.")
 
     def pick(name):
         return _pick(flag_values, preset, name)
@@ -183,22 +341,21 @@ def plan_from_flags(flag_values):
     source_config = None
     if any(m in TRANSFER_METHODS for m in methods):
         if base.source is None:
-            raise ValueError(
+            raise InputError(
                 f"Methods {methods} need --source (PATH to a .keras Backbone, "
                 f"{'/'.join(NAMED_SOURCES)}, or auto with --source_classes)."
             )
         if base.source == "auto":
             source_classes = _int_list(flag_values.source_classes) or _int_list(preset.get("source_classes"))
             if not source_classes:
-                raise ValueError("--source=auto pretrains on --source_classes of the same dataset: set them.")
+                raise InputError("--source=auto pretrains on --source_classes of the same dataset: set them.")
             if base.classes and set(source_classes) & set(base.classes):
-                raise ValueError(
+                raise InputError(
                     f"--source_classes {list(source_classes)} overlap --classes {list(base.classes)}: "
                     "the source task must be disjoint from the target task."
                 )
             source_config = dataclasses.replace(
                 base,
-                model_dir=os.path.join(base.model_dir, "source"),
                 target=pick("source_arch"),
                 width=pick("source_width"),
                 classes=source_classes,
@@ -209,4 +366,65 @@ def plan_from_flags(flag_values):
                 ),
                 source=None,
             )
+    model_dir = flag_values.model_dir or run_dirs.default_model_dir(
+        base.dataset, "_".join(methods), methods, base, source_config
+    )
+    base = dataclasses.replace(base, model_dir=model_dir)
+    if source_config is not None:
+        source_config = dataclasses.replace(source_config, model_dir=os.path.join(model_dir, "source"))
     return methods, base, source_config
+
+
+def method_configs(methods, base, source_config):
+    """The `ExperimentConfig` of each method: its own model_dir when there are several, the source if it transfers."""
+    source = os.path.join(source_config.model_dir, "source.keras") if source_config is not None else base.source
+    return [
+        dataclasses.replace(
+            base,
+            method=method,
+            source=source if method in TRANSFER_METHODS else None,
+            model_dir=os.path.join(base.model_dir, method) if len(methods) > 1 else base.model_dir,
+        )
+        for method in methods
+    ]
+
+
+def pretrain_config_from_flags(flag_values):
+    """The `ExperimentConfig` of `train.pretrain_source` (model_dir: --model_dir or a derived one)."""
+    fields = common_config_fields(flag_values, _preset(flag_values))
+    if flag_values.classes is None:  # a preset's target classes are not the source task
+        fields["classes"] = None
+    if flag_values.train_examples_per_class is None:
+        fields["train_examples_per_class"] = None
+    config = ExperimentConfig(**fields, method="scratch", target=flag_values.arch, width=flag_values.width)
+    if not config.model_dir:
+        config = dataclasses.replace(
+            config, model_dir=run_dirs.default_model_dir(config.dataset, f"source_{config.target}", config)
+        )
+    return config
+
+
+def resolved_configuration(configs, source_config=None):
+    """What `--print_config` prints: every run's `ExperimentConfig` as a dict, and the auto source's."""
+    resolved = {"runs": {c.method: dataclasses.asdict(c) for c in configs}}
+    if source_config is not None:
+        resolved["source_pretraining"] = dataclasses.asdict(source_config)
+    return resolved
+
+
+def flagfile_text(flag_values, names, model_dir, command):
+    """An absl flagfile that replays the command: its flags' values (unset ones re-resolve the same way).
+
+    Args:
+        flag_values: The parsed flags.
+        names: The entry point's flag names (`define_flags()`'s result).
+        model_dir: The resolved run directory, written explicitly.
+        command: e.g. "python -m train.main", for the comment line.
+    """
+    lines = [f"# Replays this run (it resumes or finds it in {model_dir}): {command} --flagfile=THIS_FILE"]
+    for name in sorted(names):
+        if name in NOT_REPLAYED or name == "model_dir" or flag_values[name].value is None:
+            continue
+        lines.append(flag_values[name].serialize())
+    lines.append(f"--model_dir={model_dir}")
+    return "\n".join(lines) + "\n"

@@ -9,12 +9,8 @@ Without it, the dataset is prepared as `train.main` would: from the TFDS manual
 dir, by downloading, or from an installed local copy.
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
-from absl import app  # pylint: disable=wrong-import-position
-from absl import flags  # pylint: disable=wrong-import-position
+from absl import app
+from absl import flags
 
 FLAGS = flags.FLAGS
 
@@ -41,6 +37,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    from train import startup
+
+    startup.start_tensorflow()
     flags.DEFINE_string("dataset", "fashion_mnist", "Dataset to prepare (a TFDS dataset of train.main).")
     flags.DEFINE_string("data_dir", None, "tfds data directory (default: TFDS_DATA_DIR or ~/tensorflow_datasets).")
     flags.DEFINE_string(

@@ -1,10 +1,13 @@
 """Runs a study: every method × seed of a config, then the table and the chart.
 
-    python -m train.reproduce --config=configs/fashion_mnist_cpu.cfg --seeds=0,1 \\
+    python -m train.reproduce --config=fashion_mnist_cpu --seeds=0,1 \\
         --output_dir=runs/fashion_mnist_n50 [--train_examples_per_class=50] [other train.main flags]
+    (or the installed command: l2t-reproduce ...)
 
-The config is an absl flagfile of `train.main`; train.main flags given here
-override it. Each method spec × seed runs as its own `python -m train.main`
+The config is an absl flagfile of `train.main`: a path, or the name of one
+shipped in train/configs/ (fashion_mnist_cpu, cifar100, stl10, stanford_dogs,
+caltech_birds2011, mit67, stanford40); train.main flags given here override
+it. Each method spec × seed runs as its own `python -m train.main --verbose=2`
 subprocess (memory is released; a crash is reported and the rest go on) in
 `output_dir/runs/<spec>/seed<k>/`: `run.json` (spec, label, seed, train.main
 arguments), `train.log`, and train.main's model_dir `model/`. A run whose
@@ -18,30 +21,28 @@ run), `results.md` (mean ± std per method) and `results.png` into
 
 Method specs are `method[:pairs]`, pairs being `single`, `one_to_one`, `all` or
 explicit `m-n` pairs joined by `+` (e.g. `fm:14-4+9-3`). The default list is the
-paper's table (method.md §5): scratch, lwf, at, lwf_at, fm:single,
+paper's table (docs/method.md §5): scratch, lwf, at, lwf_at, fm:single,
 fm:one_to_one, l2t_w:single, l2t_w:one_to_one, l2t_ww:all.
 """
 
+import dataclasses
+import json
 import os
+import shlex
+import subprocess
+import sys
+import time
 
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+from absl import app
+from absl import flags
 
-import dataclasses  # pylint: disable=wrong-import-position
-import json  # pylint: disable=wrong-import-position
-import shlex  # pylint: disable=wrong-import-position
-import subprocess  # pylint: disable=wrong-import-position
-import sys  # pylint: disable=wrong-import-position
-import time  # pylint: disable=wrong-import-position
-
-from absl import app  # pylint: disable=wrong-import-position
-from absl import flags  # pylint: disable=wrong-import-position
-
-from train import aggregate  # pylint: disable=wrong-import-position
+from train import aggregate
 
 FLAGS = flags.FLAGS
 
-DEFAULT_CONFIG = "configs/fashion_mnist_cpu.cfg"
+# The shipped study configs (package data, so that they are found from any directory and after `pip install`).
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_CONFIG = "fashion_mnist_cpu"
 DEFAULT_METHODS = (
     "scratch", "lwf", "at", "lwf_at", "fm:single", "fm:one_to_one", "l2t_w:single", "l2t_w:one_to_one", "l2t_ww:all",
 )
@@ -51,6 +52,13 @@ METHOD_NAMES = {
 PAIR_NAMES = {"single": "single", "one_to_one": "one-to-one", "all": "all-to-all"}
 # train.main flags the runner sets per run.
 PER_RUN_FLAGS = ("method", "seed", "model_dir")
+# train.main flags that are the runner's own business, never passed to runs.
+RUNNER_FLAGS = ("print_config",)
+# Runs log to files: one line per epoch unless --verbose is given.
+RUN_VERBOSE_DEFAULT = "--verbose=2"
+STUDY_FLAGS = ("config", "methods", "seeds", "output_dir", "source_dir", "results_dir", "dry_run", "aggregate_only")
+# train.main's flags, as train.reproduce defines them (set by `define_flags`).
+TRAIN_MAIN_FLAGS = frozenset()
 # train.main flags of an auto source, which the runner pretrains itself and passes to runs as --source=PATH.
 AUTO_SOURCE_FLAGS = ("source", "source_arch", "source_width", "source_classes", "source_epochs", "source_batch_size")
 MODEL_SUBDIR = "model"
@@ -88,13 +96,15 @@ def parse_method_spec(text, methods, methods_with_pairs):
         methods: Valid method names.
         methods_with_pairs: Those that take pairs.
     """
+    from keras_l2t.errors import InputError  # pylint: disable=import-outside-toplevel
+
     method, _, pairs = text.strip().partition(":")
     if method not in methods:
-        raise ValueError(f"Unknown method {method!r} in {text!r}; choose from {list(methods)}.")
+        raise InputError(f"Unknown method {method!r} in {text!r}; choose from {list(methods)}.")
     if not pairs:
         return MethodSpec(method)
     if method not in methods_with_pairs:
-        raise ValueError(f"Method {method!r} takes no pairs (in {text!r}).")
+        raise InputError(f"Method {method!r} takes no pairs (in {text!r}).")
     return MethodSpec(method, pairs.replace("+", ","))
 
 
@@ -138,6 +148,11 @@ def _saved_args(run_dir):
         return json.load(f).get("args")
 
 
+def _comparable(args):
+    """Arguments that make runs differ (not how much they print)."""
+    return [a for a in args if not a.startswith("--verbose=")]
+
+
 def run_jobs(jobs, *, launcher=launch, log=print):
     """Runs the jobs in order, skipping finished ones; returns the list of failure messages.
 
@@ -149,7 +164,7 @@ def run_jobs(jobs, *, launcher=launch, log=print):
     for index, job in enumerate(jobs, 1):
         name = f"[{index}/{len(jobs)}] {job.record['label']}, seed {job.record['seed']}"
         saved = _saved_args(job.run_dir)
-        if saved is not None and saved != list(job.args):
+        if saved is not None and _comparable(saved) != _comparable(job.args):
             differ = sorted(set(saved) ^ set(job.args))
             failures.append(f"{job.run_dir} holds a run with other arguments ({', '.join(differ[:4])}); "
                             "delete it or use another --output_dir.")
@@ -209,12 +224,14 @@ def pretrain_source_args(config):
         args.append(f"--train_examples_per_class={config.train_examples_per_class}")
     if getattr(config, "deterministic", False):
         args.append("--deterministic")
+    args.append(f"--verbose={2 if config.verbose == 'auto' else config.verbose}")  # a log file: a line per epoch
     return args
 
 
 def _settings(config_path, train_args, seeds, source_job, source_path):
     lines = [f"config: `{config_path}`", f"seeds: {', '.join(str(s) for s in seeds)}"]
-    lines.append(f"train.main flags (each run adds its method, pairs, seed and model_dir): `{shlex.join(train_args)}`")
+    lines.append(f"train.main flags (each run adds its method, pairs, seed and model_dir): "
+                 f"`{shlex.join(_comparable(train_args))}`")
     if source_job is not None:
         lines.append(f"source: `{source_path}`, pretrained once by `python -m train.pretrain_source "
                      f"{shlex.join(source_job.args)}`")
@@ -246,8 +263,10 @@ def main(argv):
         raise app.UsageError(str(error)) from error
     config_stem = os.path.splitext(os.path.basename(FLAGS.config))[0]
     output_dir = FLAGS.output_dir or os.path.join("runs", "reproduce", config_stem)
-    train_args = [FLAGS[name].serialize() for name in sorted(TRAIN_MAIN_FLAGS - set(PER_RUN_FLAGS))
+    train_args = [FLAGS[name].serialize() for name in sorted(TRAIN_MAIN_FLAGS - set(PER_RUN_FLAGS + RUNNER_FLAGS))
                   if FLAGS[name].present]
+    if not FLAGS["verbose"].present:
+        train_args.append(RUN_VERBOSE_DEFAULT)
 
     FLAGS.method = [s.method for s in specs]  # what plan_from_flags checks and plans the source for
     FLAGS.model_dir = output_dir
@@ -267,6 +286,13 @@ def main(argv):
         train_args = [a for a in train_args if a.split("=", 1)[0].lstrip("-") not in AUTO_SOURCE_FLAGS]
     jobs = study_jobs(specs, seeds, output_dir, train_args, source_path, TRANSFER_METHODS)
 
+    if FLAGS.print_config:
+        resolved = {"output_dir": output_dir, "config": FLAGS.config, "train_main_args": train_args,
+                    "methods": [s.spec for s in specs], "seeds": seeds}
+        if source_config is not None:
+            resolved["source_pretraining"] = dataclasses.asdict(source_config)
+        print(json.dumps(resolved, indent=2))
+        return
     if FLAGS.dry_run:
         for job in ([source_job] if source_job else []) + jobs:
             print(shlex.join(job.command()))
@@ -295,24 +321,39 @@ def main(argv):
         sys.exit(1)
 
 
+def config_path(config):
+    """The flagfile of `--config`: an existing path, else a config shipped in train/configs/ (name or file name)."""
+    if os.path.isfile(config):
+        return config
+    name = os.path.basename(config)
+    shipped = os.path.join(CONFIGS_DIR, name if name.endswith(".cfg") else f"{name}.cfg")
+    return shipped if os.path.isfile(shipped) else config
+
+
 def _with_config_first(argv):
     """argv with `--flagfile=CONFIG` first, so that the flags after it override the config."""
     config = DEFAULT_CONFIG
+    if any(arg in ("--help", "-?", "--helpshort", "--helpfull", "--helpxml") for arg in argv[1:]):
+        return argv  # help needs no config (and must not fail on one)
     for i, arg in enumerate(argv[1:], 1):
         if arg.startswith("--config="):
             config = arg.split("=", 1)[1]
         elif arg == "--config" and i + 1 < len(argv):
             config = argv[i + 1]
-    return [argv[0], f"--flagfile={config}", *argv[1:]]
+    return [argv[0], f"--flagfile={config_path(config)}", *argv[1:]]
 
 
-if __name__ == "__main__":
-    from train.flags import define_flags  # pylint: disable=wrong-import-position
+def define_flags():
+    """Defines train.main's flags and the study's; returns the names `--help` lists."""
+    from train import flags as train_flags  # pylint: disable=import-outside-toplevel
 
-    _before = set(FLAGS)
-    define_flags()
-    TRAIN_MAIN_FLAGS = set(FLAGS) - _before
-    flags.DEFINE_string("config", DEFAULT_CONFIG, "train.main flagfile of the study (read before the other flags).")
+    global TRAIN_MAIN_FLAGS  # pylint: disable=global-statement
+    TRAIN_MAIN_FLAGS = frozenset(train_flags.define_flags())
+    flags.DEFINE_string(
+        "config", DEFAULT_CONFIG,
+        "train.main flagfile of the study, read before the other flags: a path, or the name of a config shipped "
+        f"in train/configs/ ({', '.join(sorted(n[:-4] for n in os.listdir(CONFIGS_DIR) if n.endswith('.cfg')))}).",
+    )
     flags.DEFINE_list("methods", list(DEFAULT_METHODS), "Method specs method[:pairs] (pairs m-n joined by +).")
     flags.DEFINE_list("seeds", ["0", "1"], "Seeds; each method runs once per seed.")
     flags.DEFINE_string("output_dir", None, "Study directory (default: runs/reproduce/<config name>).")
@@ -321,4 +362,28 @@ if __name__ == "__main__":
     flags.DEFINE_string("results_dir", None, "Where results.csv/.md/.png go (default: output_dir).")
     flags.DEFINE_bool("dry_run", False, "Print the commands and exit.")
     flags.DEFINE_bool("aggregate_only", False, "Only rebuild the table and chart from the finished runs.")
+    return sorted((TRAIN_MAIN_FLAGS - set(PER_RUN_FLAGS)) | set(STUDY_FLAGS))
+
+
+def console_main():
+    """`l2t-reproduce` (and `python -m train.reproduce`): defines the flags, then runs `main` under absl."""
+    from train import startup  # pylint: disable=import-outside-toplevel
+
+    startup.start_tensorflow()
+    # pylint: disable=import-outside-toplevel
+    from train import cli_help
+    from train import flags as train_flags
+    from train import presets
+
+    names = define_flags()
+    doc = __doc__ + (
+        "\nEvery train.main flag below is passed to each run (--method, --seed and --model_dir are set per run);"
+        " --print_config prints the study's resolved settings."
+    )
+    groups = (("Study", STUDY_FLAGS), *train_flags.HELP_GROUPS)
+    cli_help.install(doc, names, groups, presets.preset_names())
     app.run(main, argv=_with_config_first(sys.argv))
+
+
+if __name__ == "__main__":
+    console_main()

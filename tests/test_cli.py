@@ -1,0 +1,267 @@
+"""The command line: grouped --help, --print_config, run directories per configuration, flags.txt replay,
+which exceptions become one-line errors, TensorFlow's start-up noise, and the console commands."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from absl import flags
+
+from keras_l2t import checkpointing
+from keras_l2t.data.availability import DatasetNotFoundError
+from keras_l2t.errors import InputError
+from keras_l2t.source_models import SourceUnavailableError
+from train import cli_help
+from train import flags as train_flags
+from train import main as train_main
+from train import presets
+from train import pretrain_source as train_pretrain
+from train import reproduce
+from train import startup
+from train.errors import run_reporting_errors
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--method=scratch", "--epochs=1", "--steps_per_epoch=1", "--width=0.125", "--verbose=0"]
+
+
+def _parsed(define, *args):
+    flag_values = flags.FlagValues()
+    names = define(flag_values)
+    flag_values(["prog", *args])
+    return flag_values, names
+
+
+def _help(define, groups, preset_names, *args):
+    flag_values, names = _parsed(define, *args)
+    return names, cli_help.render_help(flag_values, names, "DOC", groups, preset_names)
+
+
+# ---------------------------------------------------------------------------------------------- --help
+
+
+def _sections(text):
+    """{heading: [flag names listed under it]} of a help text."""
+    sections, heading = {}, None
+    for line in text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":") and not line.startswith("Flags"):
+            heading = line[:-1]
+            sections[heading] = []
+        elif line.startswith("  --") and heading is not None:
+            sections[heading].append(line[4:].split(":", 1)[0].removeprefix("[no]"))
+    return sections
+
+
+@pytest.mark.parametrize("define, preset_names", [
+    (train_flags.define_flags, presets.preset_names()),
+    (train_flags.define_pretrain_flags, train_pretrain.PRESET_FLAGS),
+])
+def test_help_lists_every_flag_of_the_entry_point_under_its_heading(define, preset_names):
+    names, text = _help(define, train_flags.HELP_GROUPS, preset_names)
+    assert text.startswith("DOC\n")
+    shown = _sections(text)
+    assert list(shown) == [h for h, group in train_flags.HELP_GROUPS if set(group) & set(names)]  # no "Other"
+    assert sorted(n for group in shown.values() for n in group) == sorted(names)  # each flag once
+    for heading, group in train_flags.HELP_GROUPS:
+        assert set(shown.get(heading, ())) == set(group) & set(names), heading
+    assert "--[no]overwrite: " in text and "(default: 0.1)" in text  # booleans, plain defaults
+    assert "--epochs: Training epochs. (default: per --dataset: digits 30; others 200)" in " ".join(text.split())
+
+
+def test_help_shows_the_preset_value_of_the_dataset_given_before_it():
+    _, text = _help(train_flags.define_flags, train_flags.HELP_GROUPS, presets.preset_names(), "--dataset=cifar100")
+    text = " ".join(text.split())  # unwrapped
+    assert "(default: 200 for --dataset=cifar100)" in text and "(default: vgg9_bn for --dataset=cifar100)" in text
+    assert "per --dataset" not in text
+
+
+def test_reproduce_help_works_from_any_directory(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "train.reproduce", "--help"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=300, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "\nStudy:\n" in run.stdout and "\nOptimisation:\n" in run.stdout
+    for name in ("config", "methods", "seeds", "output_dir", "dry_run", "epochs", "lr", "source", "verbose"):
+        assert f"--{name}:" in run.stdout or f"--[no]{name}:" in run.stdout, name
+    assert "fashion_mnist_cpu" in run.stdout and "--model_dir:" not in run.stdout  # set per run
+    assert not startup.STARTUP_NOISE.search(run.stderr), run.stderr[-3000:]
+    assert os.listdir(tmp_path) == []
+
+
+def test_reproduce_finds_its_shipped_configs_by_name_or_old_path():
+    shipped = os.path.join(reproduce.CONFIGS_DIR, "fashion_mnist_cpu.cfg")
+    assert os.path.isfile(shipped)
+    assert reproduce.config_path("fashion_mnist_cpu") == shipped
+    assert reproduce.config_path("configs/fashion_mnist_cpu.cfg") == shipped
+    assert reproduce.config_path("/no/such.cfg") == "/no/such.cfg"  # absl then says it cannot read it
+
+
+# ------------------------------------------------------------------------- configuration and run dirs
+
+
+def test_print_config_prints_every_field_per_run_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    flag_values, _ = _parsed(train_flags.define_flags, "--print_config", "--method=scratch,l2t_ww", "--lr=0.05")
+    train_main.run(flag_values)
+    printed = json.loads(capsys.readouterr().out)
+    assert os.listdir(tmp_path) == []
+    model_dir = printed["model_dir"]
+    assert model_dir.startswith(os.path.join("runs", "digits-scratch_l2t_ww-"))
+    scratch, l2t = printed["runs"]["scratch"], printed["runs"]["l2t_ww"]
+    assert set(scratch) == {f.name for f in dataclasses.fields(train_flags.ExperimentConfig)}
+    assert (scratch["epochs"], scratch["width"], scratch["lr"], scratch["classes"]) == (30, 0.25, 0.05, [5, 6, 7, 8, 9])
+    assert (l2t["pairs"], l2t["model_dir"]) == ("all", os.path.join(model_dir, "l2t_ww"))
+    assert l2t["source"] == os.path.join(model_dir, "source", "source.keras")
+    source = printed["source_pretraining"]
+    assert (source["target"], source["classes"], source["epochs"]) == ("resnet32", [0, 1, 2, 3, 4], 15)
+
+
+def _write_pngs(folder, count, shape):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        (folder / f"{i}.png").write_bytes(tf.io.encode_png(np.full(shape, 10 * i, np.uint8)).numpy())
+
+
+def test_a_folder_of_small_images_gets_the_32_pixel_setting_and_says_why(tmp_path):
+    for name, shape in (("small", (40, 64, 3)), ("large", (120, 90, 3))):
+        for split in ("train", "test"):
+            for class_name in ("a", "b"):
+                _write_pngs(tmp_path / name / split / class_name, 3, shape)
+    small = _parsed(train_flags.define_flags, f"--dataset=folder:{tmp_path / 'small'}", "--method=l2t_ww")[0]
+    _, base, _ = train_flags.plan_from_flags(small)
+    assert (base.image_size, base.target, base.source, base.batch_size) == (
+        32, "vgg9_bn", "tinyimagenet_resnet32", 128)
+    key, reason = presets.folder_preset_key(f"folder:{tmp_path / 'small'}")
+    assert key == "folder_small" and "64 px (<= 64)" in reason
+    large = _parsed(train_flags.define_flags, f"--dataset=folder:{tmp_path / 'large'}", "--method=l2t_ww")[0]
+    assert train_flags.plan_from_flags(large)[1].image_size == 224
+    assert train_flags.plan_from_flags(large)[1].source == "resnet34_imagenet"
+    # An explicit --image_size keeps the folder preset's networks and reads no image.
+    forced = _parsed(train_flags.define_flags, "--dataset=folder:/nonexistent", "--image_size=64",
+                     "--method=scratch")[0]
+    assert (train_flags.plan_from_flags(forced)[1].image_size, train_flags.plan_from_flags(forced)[1].target) == (
+        64, "resnet18")
+
+
+def _model_dir(*args):
+    flag_values, _ = _parsed(train_flags.define_flags, *args)
+    return train_flags.plan_from_flags(flag_values)[1].model_dir
+
+
+def test_run_directories_differ_per_configuration_and_only_then():
+    default = _model_dir()
+    assert default.startswith(os.path.join("runs", "digits-scratch_fm_l2t_ww-"))
+    assert _model_dir() == default
+    assert _model_dir("--verbose=2", "--data_dir=/elsewhere") == default  # may differ when resuming
+    assert _model_dir("--epochs=30") == default  # the preset's value, spelled out
+    others = {_model_dir("--epochs=2"), _model_dir("--lr=0.05"), _model_dir("--method=scratch"),
+              _model_dir("--source_epochs=3")}
+    assert len(others) == 4 and default not in others
+    assert _model_dir("--model_dir=mine") == "mine"
+    assert os.path.basename(
+        _model_dir("--dataset=folder:/data/My Photos/", "--method=scratch", "--image_size=224")
+    ).startswith("My_Photos-scratch-")
+    flag_values, _ = _parsed(train_flags.define_pretrain_flags, "--arch=resnet18")
+    assert train_flags.pretrain_config_from_flags(flag_values).model_dir.startswith(
+        os.path.join("runs", "digits-source_resnet18-"))
+
+
+def test_a_finished_run_is_found_again_and_flags_txt_replays_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    flag_values, _ = _parsed(train_flags.define_flags, *TINY)
+    train_main.run(flag_values)
+    out = capsys.readouterr().out
+    [model_dir] = [line.split(": ", 1)[1] for line in out.splitlines() if line.startswith("Run directory: ")]
+    assert model_dir.startswith(os.path.join("runs", "digits-scratch-")) and "Finished run found" not in out
+    flagfile = os.path.join(model_dir, "flags.txt")
+    assert f"--model_dir={model_dir}\n" in open(flagfile, encoding="utf-8").read()
+    results = os.path.join(model_dir, "results.json")
+    stamp = os.path.getmtime(results)
+
+    replayed, _ = _parsed(train_flags.define_flags, f"--flagfile={flagfile}")
+    train_main.run(replayed)
+    out = capsys.readouterr().out
+    assert (f"Finished run found in {model_dir}; showing its results (use --overwrite to retrain)." in out)
+    assert os.path.getmtime(results) == stamp and os.listdir("runs") == [os.path.basename(model_dir)]
+
+    other, _ = _parsed(train_flags.define_flags, f"--flagfile={flagfile}", "--lr=0.05")
+    with pytest.raises(checkpointing.RunDirectoryError, match="Leaving --model_dir out gives each configuration"):
+        train_main.run(other)
+
+
+# ------------------------------------------------------------------------------------------ errors
+
+
+def _exit_of(function, capsys, show_traceback=False):
+    with pytest.raises(SystemExit) as exit_:
+        run_reporting_errors(function, show_traceback)
+    return exit_.value.code, capsys.readouterr().err
+
+
+def _raise(error):
+    def function():
+        raise error
+
+    return function
+
+
+def test_only_input_errors_and_numerical_faults_become_one_line_exits(capsys):
+    code, err = _exit_of(_raise(InputError("bad\nflag")), capsys)
+    assert code == 2 and err.splitlines()[0] == "error: bad flag" and "Traceback" not in err
+    code, err = _exit_of(_raise(checkpointing.NonFiniteError("loss is nan")), capsys)
+    assert code == 3 and err.startswith("error: loss is nan")
+    for library_error in (DatasetNotFoundError("no data"), SourceUnavailableError("no source"),
+                          checkpointing.RunDirectoryError("busy")):
+        assert _exit_of(_raise(library_error), capsys)[0] == 2
+    assert isinstance(DatasetNotFoundError("x"), FileNotFoundError)  # what callers caught before
+    for bug in (ValueError("shape mismatch"), TypeError("not callable"), FileNotFoundError("x"), KeyError("k")):
+        with pytest.raises(type(bug)):
+            run_reporting_errors(_raise(bug))
+    with pytest.raises(InputError):
+        run_reporting_errors(_raise(InputError("bad")), show_traceback=True)
+
+
+def test_a_bug_inside_training_keeps_its_traceback(tmp_path, monkeypatch):
+    from keras_l2t import data as data_lib  # pylint: disable=import-outside-toplevel
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug, not the user's input")
+
+    monkeypatch.setattr(data_lib, "load_dataset", broken)
+    flag_values, _ = _parsed(train_flags.define_flags, *TINY, f"--model_dir={tmp_path / 'run'}")
+    with pytest.raises(ValueError, match="an internal bug"):
+        run_reporting_errors(lambda: train_main.run(flag_values))
+
+
+# ------------------------------------------------------------------------ start-up noise, console command
+
+
+def test_tensorflow_start_up_notices_are_filtered_and_the_rest_kept(capfd):
+    noise = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1.0 6174 port.cc:153] oneDNN custom operations are on. You may see ...\n"
+        "I0000 00:00:1.0 6174 cudart_stub.cc:31] Could not find cuda drivers on your machine\n"
+        "E0000 00:00:1.0 6174 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n"
+        "E0000 00:00:1.0 6174 cuda_dnn.cc:8579] Unable to register cuDNN factory: Attempting to register\n"
+    )
+    with startup.filtered_stderr():
+        os.write(2, noise.encode())
+        os.write(2, b"E0000 00:00:1.0 6174 other.cc:1] a real error\nTraceback (most recent call last):\n")
+    kept = "E0000 00:00:1.0 6174 other.cc:1] a real error\nTraceback (most recent call last):\n"
+    assert capfd.readouterr().err == kept
+
+
+def test_console_command_ignores_a_train_py_in_the_working_directory(tmp_path):
+    script = os.path.join(os.path.dirname(sys.executable), "l2t-train")
+    if not os.path.exists(script):
+        pytest.skip(f"{script} is not installed: run `pip install -e .` after setup.py changes")
+    (tmp_path / "train.py").write_text("raise SystemExit('the user\\'s own train.py ran')\n", encoding="utf-8")
+    run = subprocess.run([script, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "l2t-train" in run.stdout and "\nRuntime and output:\n" in run.stdout and "own train.py" not in run.stderr
