@@ -1,7 +1,7 @@
 """Cost of one L2T-ww iteration against one plain supervised step of the target (time and peak memory).
 
 An `L2TWW.train_step` is a real SGD step plus a second-order meta step through
-a T-step look-ahead (method.md §4.1, §4.7–4.8), so it costs several plain steps
+a T-step look-ahead (docs/method.md §4.1, §4.7–4.8), so it costs several plain steps
 (docs/profile.md derives how many). This times `train_on_batch` (the same
 compiled `tf.function` that `fit` runs) on random images of a fixed seed, for
 models built in one setting:
@@ -27,7 +27,7 @@ reported `peak_rss_mib` is then the meta mode's own.
 Standard workload (defaults, issue #5): ResNet-32 source -> VGG-9-BN target,
 32x32, batch 64, T=2, the 15 official pairs, full width, no XLA, float32.
 `TF_ENABLE_ONEDNN_OPTS` defaults to 1 (off by default on AMD CPUs, halves the
-step time, method.md §4.8) and is recorded. Prints a summary, then one JSON line
+step time, docs/method.md §4.8) and is recorded. Prints a summary, then one JSON line
 last with `plain_ms`, `meta_ms`, `ratio`, `first_order_ratio`, `images_per_s`
 (meta iterations), `peak_rss_mib`, `settings` and `versions` (`--details` adds
 every mode's timings under `by_mode`):

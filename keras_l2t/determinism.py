@@ -35,7 +35,7 @@ def enable_determinism():
     makes `tf.GradientTape` sum gradients two at a time in a fixed order. Call
     it before the first `tf.function` is traced; the seeds are separate
     (`keras.utils.set_random_seed`). Measured: no slowdown of `bench.meta_step`'s
-    standard workload (BUILD.md).
+    standard workload (docs/internals.md, "Measured figures").
     """
     tf.config.experimental.enable_op_determinism()
     tf.config.optimizer.set_experimental_options({"arithmetic_optimization": False})

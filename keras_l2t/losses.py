@@ -1,4 +1,4 @@
-"""The loss terms of L2T-ww (method.md §3) and of the hand-crafted baselines (§5), as plain functions on tensors.
+"""The loss terms of L2T-ww (docs/method.md §3) and of the hand-crafted baselines (§5), as plain functions on tensors.
 
 They are used inside the differentiated look-ahead, so they must not be Keras
 `Loss` objects (those rescale by the replica count under a strategy).
@@ -63,7 +63,7 @@ def attention_transfer_loss(source_features, target_features):
 
     The reference `at_loss`; the caller applies β/2 and sums over pairs. When
     the spatial sizes differ, the *source* feature map is bilinearly resized to
-    the target's before its attention is taken (method.md §5; as for feature
+    the target's before its attention is taken (docs/method.md §5; as for feature
     matching, the target is never resized).
     """
     # Imported here: keras_l2t.layers imports this module.
@@ -79,7 +79,7 @@ def distillation_loss(student_logits, teacher_logits, temperature):
 
     The reduction is PyTorch's 'batchmean', the true per-sample KL: the old
     `F.kl_div(..., reduction='mean')` of L2T-ww's first commit and of early AT
-    code (method.md §5) also divides by the number of classes K, a bug that
+    code (docs/method.md §5) also divides by the number of classes K, a bug that
     silently shrinks the term by K. The T² factor (Hinton et al., 2015) keeps
     the gradient's scale independent of T. The teacher is a constant (its
     gradient is stopped). The KL differs from LwF's soft cross-entropy

@@ -3,7 +3,7 @@
 Under `mixed_float16` / `mixed_bfloat16` the real training step computes in
 16 bits, but the L2T-ww look-ahead and meta-gradient stay at the variable
 dtype (float32): a 16-bit look-ahead changes the meta-gradient by 6-15 %
-(method.md §4.8). `full_precision` switches layers to their variable dtype for
+(docs/method.md §4.8). `full_precision` switches layers to their variable dtype for
 the duration of a block.
 """
 

@@ -2,7 +2,7 @@
 
 import os
 
-# oneDNN halves CPU step time where TensorFlow leaves it off (method.md §4.8);
+# oneDNN halves CPU step time where TensorFlow leaves it off (docs/method.md §4.8);
 # it must be set before TensorFlow is first imported.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -59,7 +59,7 @@ def test_optimizer_config_round_trip():
 
 def test_official_schedule_values():
     schedule = optimizers.EpochCosineDecay(0.1, epochs=200, steps_per_epoch=169)
-    # method.md §4.3: 0.099994 at epoch 0, 0.05 at epoch 99, 0 at epoch 199.
+    # docs/method.md §4.3: 0.099994 at epoch 0, 0.05 at epoch 99, 0 at epoch 199.
     assert float(schedule(0)) == pytest.approx(0.05 * (1 + math.cos(math.pi / 200)), rel=1e-6)
     assert float(schedule(168)) == float(schedule(0))
     assert float(schedule(99 * 169)) == pytest.approx(0.05, abs=1e-7)

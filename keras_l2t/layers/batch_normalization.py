@@ -3,7 +3,7 @@
 Stock Keras BN computes the batch variance with `stop_gradient(mean)`. That is
 harmless for first derivatives but drops a term of the second derivative, so
 meta-gradients taken through a look-ahead of BN networks are silently wrong
-(method.md §4.8: 7e-4 to 6e-2 relative error against finite differences). This
+(docs/method.md §4.8: 7e-4 to 6e-2 relative error against finite differences). This
 layer computes `mean(x)` and `mean(square(x - mean))` with every gradient kept.
 
 It also follows PyTorch for the moving statistics: the moving variance is

@@ -1,4 +1,4 @@
-"""Feature matching between one source layer and one target layer (method.md §3)."""
+"""Feature matching between one source layer and one target layer (docs/method.md §3)."""
 
 import keras
 from keras import ops

@@ -1,7 +1,7 @@
 """The L2T-ww meta-networks φ: *what* (channel weights) and *where* (pair weights).
 
 Both read the global-average-pooled source feature GAP(S^m(x)), shape (B, C_m),
-and exist once per (source layer m, target layer n) pair (method.md §2).
+and exist once per (source layer m, target layer n) pair (docs/method.md §2).
 """
 
 import keras

@@ -12,7 +12,7 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 
     Epoch e (0-based) uses `lr·(1 + cos(π·(e + offset)/epochs))/2`. The official
     code calls `scheduler.step()` at the *start* of each epoch, so its offset is
-    1: the first value is skipped and the last epoch runs at 0 (method.md
+    1: the first value is skipped and the last epoch runs at 0 (docs/method.md
     §4.3). `offset=1` (default) reproduces it; `offset=0` is textbook cosine.
 
     Args:

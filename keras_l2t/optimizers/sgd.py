@@ -10,7 +10,7 @@ the rate changes). The rule, per parameter θ with gradient g and buffer v:
 
 A zero-initialised buffer reproduces PyTorch's first step (v = d). A parameter
 without gradient (None) is treated as g = 0: it still decays and carries
-momentum, as PyTorch 1.x does (method.md §4.2). The L2T-ww look-ahead calls
+momentum, as PyTorch 1.x does (docs/method.md §4.2). The L2T-ww look-ahead calls
 `sgd_momentum_step` on tensors; `SGD` applies the same rule to variables.
 """
 
