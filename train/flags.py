@@ -7,6 +7,7 @@ that `--help` (train.cli_help) and `flags.txt` list exactly the entry point's fl
 
 import dataclasses
 import os
+import sys
 
 from absl import flags
 
@@ -134,7 +135,8 @@ def _common_flags(fv):
     )
     flags.DEFINE_enum(
         "verbose", "auto", ["auto", "0", "1", "2"],
-        "Training output: 0 silent, 1 a progress bar, 2 one line per epoch (log files, batch jobs); auto is 1.",
+        "Training output: 0 silent, 1 a progress bar, 2 one line per epoch (log files, batch jobs); auto: 1 on a "
+        "terminal, 2 when the output goes to a file or pipe.",
         flag_values=fv,
     )
     flags.DEFINE_bool(
@@ -258,8 +260,14 @@ def _pick(flag_values, preset, name):
 
 
 def verbose_value(text):
-    """`--verbose` as `fit(verbose=...)` takes it: "auto" or 0, 1, 2."""
-    return int(text) if text.isdigit() else text
+    """`--verbose` as `fit(verbose=...)` takes it: 0, 1 or 2; "auto" is 1 on a terminal, else 2.
+
+    A progress bar redraws only on a terminal; written to a file or pipe, every
+    update of it stays in the log, so there one line per epoch is the default.
+    """
+    if text == "auto":
+        return 1 if sys.stdout.isatty() else 2
+    return int(text)
 
 
 def common_config_fields(flag_values, preset):
