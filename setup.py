@@ -27,7 +27,7 @@ setuptools.setup(
         "importlib_resources",  # tfds 4.9.x DatasetBuilder.code_path
         "scikit-learn",  # the embedded `digits` dataset
         "matplotlib",  # λ-matrix images and result charts
-        "filelock>=3.24",  # the run directory's lock on every OS (discards locks on unlinked files)
+        "filelock>=4.3",  # the run directory's lock on every OS (discards locks on unlinked files)
         # keras-hub sources (the 224 setting's ImageNet ResNet-34 through timm, any image preset):
         # keras-hub converts timm checkpoints (safetensors), fetched with huggingface_hub.
         "keras-hub>=0.32; python_version >= '3.11'",

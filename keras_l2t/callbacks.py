@@ -11,6 +11,7 @@ import io
 import math
 import os
 
+from absl import logging
 import keras
 import numpy as np
 import tensorflow as tf
@@ -171,6 +172,10 @@ class ShortProgbarLogger(keras.callbacks.ProgbarLogger):
             after each epoch's bar (e.g. `MetaNetworkMovement.line`).
     """
 
+    # Like Keras' own bar (which Keras adds after deciding on async dispatch): printing may run off the main
+    # thread, so the bar does not make every batch wait for its logs.
+    async_safe = True
+
     def __init__(self, shown=PROGRESS_BAR_METRICS, epoch_lines=()):
         super().__init__()
         self.shown = tuple(shown)
@@ -260,6 +265,13 @@ def pair_weight_matrix(pairs, pair_weights):
     return source_taps, target_taps, matrix
 
 
+def first_images(images):
+    """`images` itself, or the images of the first batch of a dataset of (images, labels) batches."""
+    if isinstance(images, tf.data.Dataset):
+        return next(iter(images))[0]
+    return images
+
+
 def tap_layer_names(backbone):
     """Per tap index of a `Backbone`, the name of the Keras layer whose output it is."""
     network = getattr(backbone, "network", None)
@@ -326,8 +338,7 @@ class TransferMonitor(keras.callbacks.Callback):
         self._writer = None
 
     def _fixed_images(self):
-        if isinstance(self.images, tf.data.Dataset):
-            self.images = next(iter(self.images))[0]
+        self.images = first_images(self.images)
         return self.images
 
     def on_epoch_end(self, epoch, logs=None):
@@ -428,14 +439,17 @@ class MetaNetworkMovement(keras.callbacks.Callback):
             with np.load(self.initial_path) as saved:
                 self._initial = [saved[f"phi_{i}"] for i in range(len(saved.files))]
             return
+        if int(self.model.optimizer.iterations.numpy()):
+            logging.warning(
+                "%s is missing in a resumed run: phi_distance is measured from where it resumed.", self.initial_path
+            )
         self._initial = [np.array(v.numpy()) for v in self.model.meta_variables]
         tmp = f"{self.initial_path}.tmp{os.getpid()}.npz"
         np.savez(tmp, **{f"phi_{i}": value for i, value in enumerate(self._initial)})
         os.replace(tmp, self.initial_path)
 
     def _fixed_images(self):
-        if isinstance(self.images, tf.data.Dataset):
-            self.images = next(iter(self.images))[0]
+        self.images = first_images(self.images)
         return self.images
 
     def _phi_distance(self):

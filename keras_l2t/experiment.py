@@ -10,6 +10,7 @@ import platform
 import shutil
 import time
 
+from absl import logging
 import keras
 import tensorflow as tf
 
@@ -61,7 +62,7 @@ class ExperimentConfig:
     classes: tuple[int, ...] | None = None
     train_examples_per_class: int | None = None
     skip_unreadable_images: bool = False
-    split: str | None = None  # data.SPLITS: "official" or "seeded"; None: official where the dataset has one
+    split: str | None = None  # data.SPLITS: "official" or "seeded"; None: data.default_split (official where matchable)
     augmentation: str | None = None  # data.AUGMENTATIONS; None: the dataset's own (folders: from image size)
     # Transfer (every method but scratch):
     source: str | None = None
@@ -120,6 +121,8 @@ class ExperimentConfig:
             raise InputError(
                 "jit_compile does not work with a multi-device strategy (XLA cannot compile its all-reduces)."
             )
+        if self.split is None:  # resolved, so that flags.json (and a resumption) records which split it is
+            object.__setattr__(self, "split", data_lib.default_split(self.dataset))
         if self.pairs is None and self.method in DEFAULT_PAIRS:
             object.__setattr__(self, "pairs", DEFAULT_PAIRS[self.method])
 
@@ -217,9 +220,17 @@ def _build_model(config, splits, steps_per_epoch):
 
 
 def _export_inference_model(run_dir, splits):
-    """Writes export.INFERENCE_FILE from best_target.keras (raw pixels in, probabilities out); returns its name."""
-    best = keras.saving.load_model(run_dir.file("best_target.keras"), compile=False)
-    export.save_inference_model(best, run_dir.file(export.INFERENCE_FILE), resize=splits.eval_resize)
+    """Writes export.INFERENCE_FILE from best_target.keras (raw pixels in, probabilities out); returns its name.
+
+    A failed export costs the run its inference file, never its results: it is
+    logged and None is returned.
+    """
+    try:
+        best = keras.saving.load_model(run_dir.file("best_target.keras"), compile=False)
+        export.save_inference_model(best, run_dir.file(export.INFERENCE_FILE), resize=splits.eval_resize)
+    except Exception as error:  # pylint: disable=broad-except
+        logging.warning("No %s was written: %s: %s", export.INFERENCE_FILE, type(error).__name__, error)
+        return None
     return export.INFERENCE_FILE
 
 
@@ -329,6 +340,7 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
                 shuffle=False,  # the training stream is shuffled (and keyed by epoch) in tf.data already
             )
         final_test = model.evaluate(splits.test, verbose=0, return_dict=True)["accuracy"]
+        inference_model = _export_inference_model(run_dir, splits)
         results = {
             "method": config.method,
             "dataset": config.dataset,
@@ -338,7 +350,7 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             "width": config.width,
             "image_size": splits.image_size,
             "class_names": list(splits.class_names),  # of the outputs, in order (after `classes` relabelling)
-            "inference_model": _export_inference_model(run_dir, splits),
+            "inference_model": inference_model,
             "num_train": splits.num_train,
             "num_val": splits.num_val,
             "num_test": splits.num_test,

@@ -46,7 +46,8 @@ def _keras_hub():
         import keras_hub  # pylint: disable=import-outside-toplevel
     except ImportError as error:
         raise InputError(
-            f"keras-hub sources need the keras-hub package ({error}); `pip install keras-hub safetensors`."
+            f"keras-hub sources need the keras-hub package ({error}); `pip install keras-hub safetensors` "
+            "(keras-hub needs Python >= 3.11)."
         ) from error
     return keras_hub
 
@@ -90,12 +91,10 @@ def _local_preset(spec):
     if spec.startswith("hf://"):
         return _hugging_face_snapshot(spec)
     if not reachable_endpoints([KAGGLE_HOST]):
-        cache = os.environ.get("KAGGLEHUB_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "kagglehub"))
         raise InputError(
             f"keras-hub preset {spec!r} is downloaded from Kaggle, and {KAGGLE_HOST[0]} is unreachable. On a "
-            f"machine with internet access load it once (keras_hub.models.Backbone.from_preset({spec!r})), then "
-            f"copy its kagglehub cache ({cache}) here, or save it with `backbone.save_to_preset(DIR)` and pass "
-            "--source=DIR."
+            f"machine with internet access save it with `keras_hub.models.ImageClassifier.from_preset({spec!r})"
+            ".save_to_preset(DIR)`, copy DIR here and pass --source=DIR."
         )
     return spec
 
@@ -130,6 +129,16 @@ def _input_affine(converter):
     return 255.0 * std * scale, 255.0 * mean * scale + offset
 
 
+def _logits_head(dense):
+    """The preset's output Dense, or a linear copy of it where it applies a softmax/sigmoid (the losses take logits)."""
+    if getattr(dense.activation, "__name__", "linear") == "linear":
+        return dense
+    linear = keras.layers.Dense(dense.units, name=f"{dense.name}_logits")
+    linear.build(dense.kernel.shape[:-1])
+    linear.set_weights(dense.get_weights())
+    return linear
+
+
 def hub_source(spec, image_size=224, name=None):
     """A keras-hub image classifier preset as a frozen keras_l2t `Backbone`.
 
@@ -149,6 +158,13 @@ def hub_source(spec, image_size=224, name=None):
         classifier = keras_hub.models.ImageClassifier.from_preset(preset)
     except (ValueError, FileNotFoundError, OSError) as error:
         raise InputError(f"keras-hub could not load an image classifier from {spec!r}: {error}") from error
+    if type(classifier).__init__ is not keras_hub.models.ImageClassifier.__init__ or not all(
+        hasattr(classifier, layer) for layer in ("pooler", "output_dense")
+    ):
+        raise InputError(
+            f"{spec!r} is a {type(classifier).__name__}, whose classification head is not keras-hub's standard "
+            "pooler + dense head; only presets with that head (e.g. ResNet, CSPNet, EfficientNet) can be sources."
+        )
     backbone = classifier.backbone
     levels = sorted(getattr(backbone, "pyramid_outputs", None) or {}, key=lambda level: int(level.lstrip("P")))
     if not levels:
@@ -160,8 +176,8 @@ def hub_source(spec, image_size=224, name=None):
     if not (np.allclose(scale, 1.0, atol=1e-6) and np.allclose(offset, 0.0, atol=1e-6)):
         x = ChannelAffine(scale, offset, name="preset_inputs")(x)
     backbone_output, *taps = features(x)
-    pooled = classifier.pooler(backbone_output)
-    logits = classifier.output_dense(pooled)
+    taps = [keras.layers.Identity(name=level)(tap) for level, tap in zip(levels, taps)]  # names for the λ image
+    logits = _logits_head(classifier.output_dense)(classifier.pooler(backbone_output))
     name = name or os.path.basename(HUB_ALIASES.get(spec, spec).rstrip("/")).replace(".", "_").replace("-", "_")
     network = keras.Model(inputs, [logits] + taps, name=f"{name}_network")
     return Backbone(network, name=name)

@@ -9,6 +9,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # pylint: disable=wrong-import-position
 
+from tests import fake_tfds  # pylint: disable=wrong-import-position
 from tests.fake_stanford_dogs import prepare_fake_stanford_dogs  # pylint: disable=wrong-import-position
 
 
@@ -23,3 +24,15 @@ def fake_dogs_data_dir(tmp_path_factory):
     return prepare_fake_stanford_dogs(
         tmp_path_factory.mktemp("tfds_data"), tmp_path_factory.mktemp("fake_dogs_archives")
     )
+
+
+@pytest.fixture(scope="session")
+def fake_cifar100_data_dir(tmp_path_factory):
+    """A TFDS data dir where the real `cifar100` builder was run on a generated archive.
+
+    300 train and 20 test images (`tests/fake_tfds.py`): image i has red value
+    i % 256, green i // 256 and fine label i % 100; tfds' id is `train_<i>`.
+    """
+    archive_dir = tmp_path_factory.mktemp("cifar100_archive")
+    fake_tfds.write_fake_cifar100(archive_dir)
+    return fake_tfds.prepare_with_real_builder("cifar100", archive_dir, tmp_path_factory.mktemp("cifar100_data"))

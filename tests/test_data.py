@@ -25,6 +25,8 @@ from keras_l2t.data import (
 from keras_l2t.data import availability, datasets, official_splits, pipeline, preprocessing, sources, splits
 from keras_l2t.errors import InputError
 from tests import fake_stanford_dogs as fake_dogs
+from tests import fake_tfds
+from tests.fake_tfds import prepare_with_real_builder
 
 PRESENT_DOG_CLASSES = 3  # conftest's fixture: classes 0..2 have 100 train + 2 test files.
 
@@ -190,12 +192,16 @@ def test_split_argument_resolution(caplog):
         datasets._resolved_split("cifar10", datasets.DATASETS["cifar10"], "official")
     with pytest.raises(InputError, match="random"):
         datasets._resolved_split("cifar100", datasets.DATASETS["cifar100"], "random")
+    with pytest.raises(InputError, match="stl10's official split cannot be matched"):
+        datasets._resolved_split("stl10", datasets.DATASETS["stl10"], "official")
     datasets._warned_unmatched.discard("stl10")
     with caplog.at_level("WARNING"):
-        for _ in range(2):
-            assert datasets._resolved_split("stl10", datasets.DATASETS["stl10"], "official") == "seeded"
+        for split in (None, "seeded"):
+            assert datasets._resolved_split("stl10", datasets.DATASETS["stl10"], split) == "seeded"
     warnings = [r for r in caplog.records if "stl10" in r.getMessage()]
     assert len(warnings) == 1 and "seeded" in warnings[0].getMessage()  # said once
+    assert [datasets.default_split(n) for n in ("cifar100", "caltech_birds2011", "stanford_dogs")] == ["official"] * 3
+    assert [datasets.default_split(n) for n in ("stl10", "cifar10", "digits", "folder:x")] == ["seeded"] * 4
 
 
 # ------------------------------------------------------------------------ preprocessing
@@ -526,31 +532,12 @@ def _write_fake_cifar10(archive_dir):
             tar.addfile(info, io.BytesIO(data))
 
 
-def _prepare_with_real_builder(tfds_name, archive_dir, data_dir):
-    """Run the real TFDS builder on generated archives in `archive_dir` (recipe B); returns data_dir."""
-    from unittest import mock
-
-    import tensorflow_datasets as tfds
-    from tensorflow_datasets.core.download import checksums
-
-    builder_cls = tfds.builder_cls(tfds_name)
-    local = {
-        url: checksums.compute_url_info(archive_dir / info.filename)
-        for url, info in builder_cls.url_infos.items()
-    }
-    with mock.patch.object(builder_cls, "url_infos", local):
-        tfds.builder(tfds_name, data_dir=str(data_dir)).download_and_prepare(
-            download_config=tfds.download.DownloadConfig(manual_dir=str(archive_dir))
-        )
-    return str(data_dir)
-
-
 @pytest.fixture(scope="module")
 def fake_cifar10_data_dir(tmp_path_factory):
     """`cifar10` prepared by the real TFDS builder from a tiny generated archive (recipe B)."""
     archive_dir, data_dir = tmp_path_factory.mktemp("cifar_archive"), tmp_path_factory.mktemp("cifar_data")
     _write_fake_cifar10(archive_dir)
-    return _prepare_with_real_builder("cifar10", archive_dir, data_dir)
+    return prepare_with_real_builder("cifar10", archive_dir, data_dir)
 
 
 def _cifar_ids(images):
@@ -582,43 +569,6 @@ def test_tfds_class_balanced_val_picks_the_masked_records(fake_cifar10_data_dir)
     assert x.shape == (8, 32, 32, 3) and x.dtype == tf.float32
 
 
-CIFAR100_TRAIN, CIFAR100_TEST = 300, 20
-
-
-def _write_fake_cifar100(archive_dir):
-    """cifar-100-binary.tar.gz in the real layout; image i has R = i % 256, G = i // 256, label i % 100."""
-    import io
-    import tarfile
-
-    def records(count):
-        out = []
-        for i in range(count):
-            image = np.zeros((3, 32, 32), np.uint8)
-            image[0], image[1] = i % 256, i // 256
-            out.append(bytes([(i % 100) // 5, i % 100]) + image.tobytes())  # coarse label, fine label
-        return b"".join(out)
-
-    files = {
-        "train.bin": records(CIFAR100_TRAIN),
-        "test.bin": records(CIFAR100_TEST),
-        "coarse_label_names.txt": "\n".join(f"coarse_{c}" for c in range(20)).encode(),
-        "fine_label_names.txt": "\n".join(f"fine_{c}" for c in range(100)).encode(),
-    }
-    with tarfile.open(archive_dir / "cifar-100-binary.tar.gz", "w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo("cifar-100-binary/" + name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
-@pytest.fixture(scope="module")
-def fake_cifar100_data_dir(tmp_path_factory):
-    archive_dir = tmp_path_factory.mktemp("cifar100_archive")
-    data_dir = tmp_path_factory.mktemp("cifar100_data")
-    _write_fake_cifar100(archive_dir)
-    return _prepare_with_real_builder("cifar100", archive_dir, data_dir)
-
-
 def _write_split_file(folder, name, val, num_train, num_test, num_classes):
     import json
 
@@ -636,11 +586,11 @@ def test_cifar100_official_split_through_real_builder(fake_cifar100_data_dir, tm
     # TFDS stores the examples in another order than train.bin; the split indexes train.bin.
     source = sources.TfdsSource(tfds.builder("cifar100", data_dir=fake_cifar100_data_dir), "train")
     positions = official_splits.positions_from_ids(source.ids, "train_", "cifar100")
-    assert not np.array_equal(positions, np.arange(CIFAR100_TRAIN))
+    assert not np.array_equal(positions, np.arange(fake_tfds.CIFAR100_TRAIN))
     np.testing.assert_array_equal(source.labels, positions % 100)  # the id is the position in train.bin
 
-    val = [int(i) for i in np.random.default_rng(1).choice(CIFAR100_TRAIN, 30, replace=False)]
-    _write_split_file(tmp_path, "cifar100", val, CIFAR100_TRAIN, CIFAR100_TEST, 100)
+    val = [int(i) for i in np.random.default_rng(1).choice(fake_tfds.CIFAR100_TRAIN, 30, replace=False)]
+    _write_split_file(tmp_path, "cifar100", val, fake_tfds.CIFAR100_TRAIN, fake_tfds.CIFAR100_TEST, 100)
     monkeypatch.setattr(official_splits, "SPLIT_DIR", str(tmp_path))
     kwargs = dict(data_dir=fake_cifar100_data_dir, download=False, batch_size=1, augment=False)
     data = load_dataset("cifar100", **kwargs)  # official by default
@@ -648,13 +598,14 @@ def test_cifar100_official_split_through_real_builder(fake_cifar100_data_dir, tm
     val_x, val_y = _unbatch(data.val)
     train_x, train_y = _unbatch(data.train)
     assert sorted(_cifar_ids(val_x)) == sorted(val)
-    assert sorted(_cifar_ids(train_x)) == sorted(set(range(CIFAR100_TRAIN)) - set(val))
+    assert sorted(_cifar_ids(train_x)) == sorted(set(range(fake_tfds.CIFAR100_TRAIN)) - set(val))
     np.testing.assert_array_equal(val_y, _cifar_ids(val_x) % 100)  # labels travel with images
 
     seeded = load_dataset("cifar100", split="seeded", seed=1, **kwargs)
     assert sorted(_cifar_ids(_unbatch(seeded.val)[0])) != sorted(val)
 
-    _write_split_file(tmp_path, "cifar100", val, CIFAR100_TRAIN + 1, CIFAR100_TEST, 100)  # indexes one too many
+    # An official split that indexes one example too many:
+    _write_split_file(tmp_path, "cifar100", val, fake_tfds.CIFAR100_TRAIN + 1, fake_tfds.CIFAR100_TEST, 100)
     with pytest.raises(InputError, match="official cifar100 split"):
         load_dataset("cifar100", split="official", **kwargs)
 

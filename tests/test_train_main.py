@@ -113,13 +113,30 @@ def test_stanford_dogs_with_no_other_flag_runs_the_papers_l2t_ww(tmp_path, fake_
     run = _run(
         "train.main", "--dataset=stanford_dogs", f"--data_dir={fake_dogs_data_dir}", f"--model_dir={model_dir}",
         "--width=0.125", "--image_size=64", "--batch_size=8", "--epochs=1", "--steps_per_epoch=1",
-        env={"HF_HUB_CACHE": cache},
+        env={"HF_HUB_CACHE": cache, "HF_HUB_OFFLINE": "1"},  # a cache miss must fail, never download
     )
     assert run.returncode == 0, run.stderr[-3000:]
     results = _results(model_dir)
     assert (results["method"], results["source"], results["target"], results["pairs"]) == (
         "l2t_ww", "resnet34_imagenet", "resnet18", "all")
     assert (results["num_train"], results["num_val"]) == (270, 30)  # the official validation offsets
+
+
+def test_cifar100_transfers_from_the_shipped_tiny_imagenet_resnet32(tmp_path, fake_cifar100_data_dir):
+    """--dataset=cifar100: L2T-ww from the shipped source to a VGG-9-BN. The fake data has 300 images, which the
+    official split (45,000 / 5,000) cannot match, so --split=seeded; smoke-sized."""
+    model_dir = str(tmp_path / "cifar100")
+    run = _run(
+        "train.main", "--dataset=cifar100", f"--data_dir={fake_cifar100_data_dir}", f"--model_dir={model_dir}",
+        "--split=seeded", "--width=0.125", "--batch_size=8", "--epochs=1", "--steps_per_epoch=1",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = _results(model_dir)
+    assert (results["method"], results["source"], results["target"]) == ("l2t_ww", "tinyimagenet_resnet32", "vgg9_bn")
+    assert len(results["transfer"]["pairs"]) == 15 and len(results["class_names"]) == 100
+    official = _run("train.main", "--dataset=cifar100", f"--data_dir={fake_cifar100_data_dir}",
+                    f"--model_dir={tmp_path / 'official'}", "--epochs=1", timeout=120)
+    assert official.returncode == 2 and "official cifar100 split does not match" in official.stderr
 
 
 @pytest.mark.parametrize(

@@ -165,12 +165,6 @@ def _common_flags(fv):
 
 
 @_defined
-def define_common_flags(fv):
-    """Defines the flags shared by `train.main` and `train.pretrain_source`; returns their names."""
-    _common_flags(fv)
-
-
-@_defined
 def define_pretrain_flags(fv):
     """Defines the flags of `train.pretrain_source`; returns their names."""
     _common_flags(fv)

@@ -128,7 +128,9 @@ def launch(job):
     with open(os.path.join(job.run_dir, "train.log"), "a", encoding="utf-8") as log:
         log.write(f"\n$ {shlex.join(job.command())}\n")
         log.flush()
-        return subprocess.run(job.command(), stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+        # PYTHONSAFEPATH: `python -m` must not import a `train` package or train.py of the working directory.
+        env = dict(os.environ, PYTHONSAFEPATH="1")
+        return subprocess.run(job.command(), stdout=log, stderr=subprocess.STDOUT, check=False, env=env).returncode
 
 
 def _log_tail(run_dir, lines=15):
@@ -224,7 +226,8 @@ def pretrain_source_args(config):
         args.append(f"--train_examples_per_class={config.train_examples_per_class}")
     if getattr(config, "deterministic", False):
         args.append("--deterministic")
-    args.append(f"--verbose={2 if config.verbose == 'auto' else config.verbose}")  # a log file: a line per epoch
+    verbose_given = "verbose" in FLAGS and FLAGS["verbose"].present
+    args.append(f"--verbose={config.verbose}" if verbose_given else RUN_VERBOSE_DEFAULT)  # a log file: a line per epoch
     return args
 
 

@@ -8,14 +8,17 @@ train / val / test sets. Modules: `preprocessing` (image transforms), `splits`
 """
 
 from keras_l2t.data.availability import DatasetNotFoundError
-from keras_l2t.data.datasets import DATASET_NAMES, DatasetSplits, load_dataset
+from keras_l2t.data.datasets import AUGMENTATIONS, DATASET_NAMES, SPLITS, DatasetSplits, default_split, load_dataset
 from keras_l2t.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 
 __all__ = [
+    "AUGMENTATIONS",
     "DATASET_NAMES",
     "DatasetNotFoundError",
     "DatasetSplits",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "SPLITS",
+    "default_split",
     "load_dataset",
 ]

@@ -240,25 +240,33 @@ def _transforms(spec, image_size, augment, reads_files=False):
 _warned_unmatched = set()
 
 
+def default_split(name):
+    """The split `name` gets when none is asked for: "official" where its TFDS examples can be matched to it."""
+    spec = DATASETS.get(name)
+    return "official" if spec is not None and spec.official_split in official_splits.MATCHABLE else "seeded"
+
+
 def _resolved_split(name, spec, split):
-    """"official" or "seeded": what `split` (None: official where it exists) means for this dataset."""
+    """"official" or "seeded": what `split` (None: `default_split`) means for this dataset."""
     if split is not None and split not in SPLITS:
         raise InputError(f"Unknown split {split!r}; valid: {', '.join(SPLITS)}.")
-    if split == "seeded":
-        return "seeded"
-    if spec.official_split is None:
-        if split == "official":
-            raise InputError(f"Dataset {name!r} has no official split; use split='seeded'.")
-        return "seeded"
-    if spec.official_split not in official_splits.MATCHABLE:
-        if name not in _warned_unmatched:
-            _warned_unmatched.add(name)
-            logging.warning(
-                "%s: the official split cannot be matched to TFDS' examples (they carry no id): "
-                "using the seeded class-balanced split instead.", name,
-            )
-        return "seeded"
-    return "official"
+    unmatchable = spec.official_split is not None and spec.official_split not in official_splits.MATCHABLE
+    if split == "official" and spec.official_split is None:
+        raise InputError(f"Dataset {name!r} has no official split; use split='seeded'.")
+    if split == "official" and unmatchable:
+        raise InputError(
+            f"{name}'s official split cannot be matched to TFDS' examples (they carry no id or file name); "
+            "use split='seeded'."
+        )
+    if unmatchable and name not in _warned_unmatched:
+        _warned_unmatched.add(name)
+        logging.warning(
+            "%s: the seeded class-balanced split (the official split cannot be matched to TFDS' examples, "
+            "which carry no id).", name,
+        )
+    if split is None:
+        return "official" if spec.official_split is not None and not unmatchable else "seeded"
+    return split
 
 
 def _official_val_mask(name, spec, train_source, test_source):

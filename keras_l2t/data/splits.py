@@ -247,7 +247,10 @@ def stanford_dogs_official_val_mask(labels, filenames):
     mask = np.zeros(labels.shape, dtype=bool)
     for label in np.unique(labels):
         if int(label) not in STANFORD_DOGS_VAL_OFFSETS:
-            raise ValueError(f"Label {label} is not a Stanford Dogs class id (0..119).")
+            raise InputError(
+                f"Label {label} is not a Stanford Dogs class id (0..119): the TFDS data does not match the "
+                "official split; re-prepare stanford_dogs, or use split='seeded'."
+            )
         members = sorted(np.flatnonzero(labels == label), key=lambda i: names[i])
         for offset in STANFORD_DOGS_VAL_OFFSETS[int(label)]:
             if offset < len(members):
