@@ -101,7 +101,7 @@ def _common_flags(fv):
         "split", None, list(SPLITS),
         "official: the authors' train/val split (stanford_dogs, caltech_birds2011, cifar100; verified against the "
         "TFDS examples); seeded: a class-balanced tenth of each class drawn with --seed (unset: official where it "
-        "exists, else seeded).",
+        "can be matched, else seeded; stl10's cannot).",
         flag_values=fv,
     )
     flags.DEFINE_enum(
@@ -187,8 +187,9 @@ def define_flags(fv):
     flags.DEFINE_float("width", None, "Channel-width multiplier of the target.", flag_values=fv)
     flags.DEFINE_string(
         "source", None,
-        f"Source network: PATH to a .keras Backbone, {'/'.join(NAMED_SOURCES)}, or auto (pretrain "
-        "--source_arch on --source_classes of the same dataset first).",
+        f"Source network: {'/'.join(NAMED_SOURCES)}, a keras-hub image classifier (hf://ORG/NAME, kaggle://..., "
+        "a preset name or a preset directory), PATH to a .keras Backbone, or auto (pretrain --source_arch on "
+        "--source_classes of the same dataset first).",
         flag_values=fv,
     )
     flags.DEFINE_enum(

@@ -87,7 +87,7 @@ def describe_default(name, dataset=None):
         return f"{_format(preset_for(dataset).get(name))} for --dataset={dataset}"
     by_value = {}
     for key in (k for k in PRESETS if k != "folder_small"):
-        by_value.setdefault(_format(preset_for(key).get(name)), []).append("folder:PATH" if key == "folder" else key)
+        by_value.setdefault(_format(preset_for(key).get(name)), []).append("folder:PATH (large images)" if key == "folder" else key)
     if len(by_value) == 1:
         return next(iter(by_value))
     groups = sorted(by_value.items(), key=lambda item: len(item[1]))
