@@ -320,6 +320,9 @@ class TransferMonitor(keras.callbacks.Callback):
     `transfer/taps` mapping the tap indices of `lambda_m_n` to layer names. (The
     per-pair mean λ scalars come with the training logs; `GroupedTensorBoard`
     writes them as `transfer/lambda_m_n`.) Epoch e is written at step e.
+    Rendering the image and the histograms costs about 0.2 s, much more than a
+    short run's epoch, so they are written for about `images_per_run` epochs
+    spread over the run (the first and the last included).
 
     Args:
         images: A fixed batch of input images, or a `tf.data.Dataset` of
@@ -329,13 +332,24 @@ class TransferMonitor(keras.callbacks.Callback):
             whose in-memory cache is not yet complete would discard the cache
             (and make tf.data warn).
         log_dir: TensorBoard directory (run) for these summaries.
+        images_per_run: About how many epochs get the λ-matrix image and the histograms.
     """
 
-    def __init__(self, images, log_dir):
+    def __init__(self, images, log_dir, images_per_run=10):
         super().__init__()
         self.images = images
         self.log_dir = log_dir
+        self.images_per_run = images_per_run
         self._writer = None
+        self._statistics = FixedBatchStatistics()
+
+    def on_train_begin(self, logs=None):
+        self._statistics.reset()
+
+    def _draws_image(self, step):
+        epochs = int((self.params or {}).get("epochs") or 0)
+        every = max(1, -(-epochs // self.images_per_run)) if epochs else 1
+        return step == 1 or step == epochs or step % every == 0
 
     def _fixed_images(self):
         self.images = first_images(self.images)
@@ -343,9 +357,11 @@ class TransferMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         step = epoch + 1
+        if not self._draws_image(step):
+            return
         source_names = tap_layer_names(self.model.source)
         target_names = tap_layer_names(self.model.target)
-        weights = self.model.transfer_weights(self._fixed_images())
+        weights = self.model.transfer_weights(statistics=self._statistics.get(self.model, self._fixed_images()))
         pairs = weights["pairs"]
         first = self._writer is None
         if first:
@@ -377,7 +393,22 @@ def tap_table(pairs, source_names, target_names):
     return "\n".join(rows) + "\n\n`lambda_m_n` is the weight of matching source tap m to target tap n.\n"
 
 
-def transfer_summary(model, images):
+class FixedBatchStatistics:
+    """The source statistics of a callback's fixed batch, computed once per training (the source is frozen)."""
+
+    def __init__(self):
+        self._value = None
+
+    def reset(self):
+        self._value = None
+
+    def get(self, model, images):
+        if self._value is None:
+            self._value = model.source_statistics(images)
+        return self._value
+
+
+def transfer_summary(model, images=None, statistics=None):
     """What an `L2TWW` transfers on `images`: per pair its mean λ and the normalised entropy of its w.
 
     Returns a JSON-able dict: `pairs` ([m, n] each), `lambda` (mean λ per pair,
@@ -385,7 +416,7 @@ def transfer_summary(model, images):
     batch mean of −Σ w log w / log C: 1 for uniform channel weights, 0 for
     one channel; None without a what-net).
     """
-    weights = model.transfer_weights(images)
+    weights = model.transfer_weights(images, statistics)
     pair_weights, channel_weights = weights["pair_weights"], weights["channel_weights"]
     entropies = None
     if channel_weights:
@@ -433,8 +464,10 @@ class MetaNetworkMovement(keras.callbacks.Callback):
         self.first_lambda = None
         self.summary = None
         self._initial = None
+        self._statistics = FixedBatchStatistics()
 
     def on_train_begin(self, logs=None):
+        self._statistics.reset()
         if os.path.exists(self.initial_path):
             with np.load(self.initial_path) as saved:
                 self._initial = [saved[f"phi_{i}"] for i in range(len(saved.files))]
@@ -460,7 +493,7 @@ class MetaNetworkMovement(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
-        summary = transfer_summary(self.model, self._fixed_images())
+        summary = transfer_summary(self.model, statistics=self._statistics.get(self.model, self._fixed_images()))
         figures = {"phi_distance": self._phi_distance()}
         if summary["channel_weight_entropy"]:
             figures["channel_weight_entropy_min"] = min(summary["channel_weight_entropy"])

@@ -21,6 +21,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 
 import filelock
 import keras
@@ -186,6 +187,27 @@ class RunDirectory:
                 os.remove(path)
 
 
+class TemporaryRunDirectory(RunDirectory):
+    """A new run directory under the system's temporary directory, deleted when released.
+
+    Where a worker other than the chief of a multi-worker run writes: every
+    worker runs the same saves (TensorFlow reads some variables with collectives,
+    which need all workers), and only the chief's files are kept.
+    """
+
+    def __init__(self):
+        super().__init__(None)
+
+    def acquire(self):
+        self.path = tempfile.mkdtemp(prefix="keras_l2t_worker_")
+        return super().acquire()
+
+    def release(self):
+        super().release()
+        if self.path is not None:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
 def latest_checkpoint(model_dir):
     """(checkpoint directory, its state dict) of the last published checkpoint, or None."""
     pointer = os.path.join(model_dir, POINTER)
@@ -206,13 +228,17 @@ class TrainingCheckpoint(keras.callbacks.Callback):
         linked_files: Files of model_dir that belong to the state (e.g. the best
             network so far): hard-linked into each checkpoint and put back by
             `restore`, so they always match the restored bookkeeping.
+        restore_dir: Where `restore` reads the last checkpoint from (default
+            model_dir). A non-chief worker of a multi-worker run saves to a
+            temporary model_dir and restores from the chief's.
     """
 
-    def __init__(self, model_dir, stateful_callbacks=(), linked_files=()):
+    def __init__(self, model_dir, stateful_callbacks=(), linked_files=(), restore_dir=None):
         super().__init__()
         self.model_dir = model_dir
         self.stateful_callbacks = list(stateful_callbacks)
         self.linked_files = list(linked_files)
+        self.restore_dir = restore_dir or model_dir
 
     def on_epoch_end(self, epoch, logs=None):
         bad = non_finite_variables(self.model.variables)
@@ -249,8 +275,8 @@ class TrainingCheckpoint(keras.callbacks.Callback):
                 shutil.rmtree(os.path.join(self.model_dir, other), ignore_errors=True)
 
     def restore(self):
-        """Loads the last checkpoint into the model and callbacks; returns the epochs it completed (0: none)."""
-        found = latest_checkpoint(self.model_dir)
+        """Loads the last checkpoint (of restore_dir) into the model and callbacks; returns its epochs (0: none)."""
+        found = latest_checkpoint(self.restore_dir)
         if found is None:
             return 0
         directory, state = found

@@ -3,7 +3,10 @@
 `get_strategy` picks one of: the default (one device), `mirrored` (all local
 GPUs, or a list of devices) and `multi_worker` (`TF_CONFIG`-driven). Build and
 compile the model under `strategy.scope()`; Keras' `fit` then splits every
-global batch into per-replica batches itself.
+global batch into per-replica batches itself. On several workers, `is_chief`
+says which process writes the run's files, `shard_by_data` keeps the global
+batches exact, and keras-l2t's models work around Keras' `fit` there
+(`keras_l2t.multi_worker_fit`).
 
 A step split over R replicas equals the one-device step on the global batch
 only if (docs/method.md §4.8):
@@ -57,6 +60,58 @@ def get_strategy(name="default", devices=None):
             _multi_worker = tf.distribute.MultiWorkerMirroredStrategy()
         return _multi_worker
     return tf.distribute.get_strategy()
+
+
+def in_multi_worker_mode(strategy=None):
+    """Whether `strategy` (default: the current one) is a `MultiWorkerMirroredStrategy` over two or more workers.
+
+    The same test as Keras' trainer uses for its multi-worker code paths (a
+    `MultiWorkerMirroredStrategy` without `TF_CONFIG` is one worker).
+    """
+    strategy = tf.distribute.get_strategy() if strategy is None else strategy
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and bool(
+        strategy.extended._in_multi_worker_mode()  # pylint: disable=protected-access
+    )
+
+
+def is_chief(strategy=None):
+    """Whether this process writes the run's files: always, except on a non-chief multi-worker worker.
+
+    TensorFlow's convention: the chief is the task of type "chief" if
+    `TF_CONFIG`'s cluster has one, else worker 0.
+    """
+    strategy = tf.distribute.get_strategy() if strategy is None else strategy
+    if not in_multi_worker_mode(strategy):
+        return True
+    resolver = strategy.cluster_resolver
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().jobs
+    )
+
+
+def gather_from_workers(strategy, values):
+    """Every worker's `values` (a list of numbers), one row per replica: a collective all workers must call."""
+    values = tf.constant([float(v) for v in values], tf.float64)
+
+    @tf.function
+    def gather():
+        per_replica = strategy.run(lambda: tf.identity(values)[tf.newaxis])
+        return strategy.gather(per_replica, axis=0)
+
+    return gather().numpy().tolist()
+
+
+def shard_by_data(dataset):
+    """`dataset` set to be split by data, not by file, over the workers of a multi-worker strategy.
+
+    Every worker then reads all of it and keeps its replicas' share of each
+    global batch: the global batches are those one device sees (so a step is
+    exact), whatever files the data comes from. (TensorFlow's default, AUTO,
+    gives each worker whole files where it can.) No effect on one worker.
+    """
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def num_replicas_in_sync():

@@ -5,6 +5,8 @@
 """
 
 import dataclasses
+import hashlib
+import json
 import os
 import platform
 import shutil
@@ -33,12 +35,15 @@ from keras_l2t.errors import InputError
 from keras_l2t.models import L2TWW, HandCraftedTransfer
 from keras_l2t.models.hand_crafted import HAND_CRAFTED_METHODS
 
-L2T_METHODS = ("fm", "l2t_w", "l2t_ww")
+# l2t_ww_frozen: L2T-ww's meta-networks left at initialisation (no meta step), the control for "learned".
+L2T_METHODS = ("fm", "l2t_w", "l2t_ww", "l2t_ww_frozen")
 # The methods that need a source network (the rows of docs/method.md §5 after scratch).
 TRANSFER_METHODS = HAND_CRAFTED_METHODS + L2T_METHODS
 METHODS = ("scratch",) + TRANSFER_METHODS
 # Pairs where `pairs` is left None: all-to-all for matching, same-stage for attention transfer.
-DEFAULT_PAIRS = {"fm": "all", "l2t_w": "all", "l2t_ww": "all", "at": "one_to_one", "lwf_at": "one_to_one"}
+DEFAULT_PAIRS = {
+    "fm": "all", "l2t_w": "all", "l2t_ww": "all", "l2t_ww_frozen": "all", "at": "one_to_one", "lwf_at": "one_to_one",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +74,7 @@ class ExperimentConfig:
     pairs: str | None = None  # None: DEFAULT_PAIRS of the method
     beta: float = 0.5
     inner_steps: int = 2
-    meta_lr: float = 1e-4
+    meta_lr: float | None = None  # None: auto, optimizers.auto_meta_learning_rate of the run's meta-steps
     meta_weight_decay: float = 1e-4
     first_order: bool = False
     meta_every: int = 1
@@ -102,7 +107,7 @@ class ExperimentConfig:
             raise InputError("momentum and weight_decay must be >= 0.")
         if self.method in TRANSFER_METHODS and not self.source:
             raise InputError(f"method {self.method!r} needs a source network (source=PATH or a named source).")
-        if self.meta_lr < 0 or self.meta_weight_decay < 0 or self.beta < 0 or self.inner_steps < 0:
+        if min(self.meta_lr or 0.0, self.meta_weight_decay, self.beta, self.inner_steps) < 0:
             raise InputError("meta_lr, meta_weight_decay, beta and inner_steps must be >= 0.")
         if self.meta_every < 1:
             raise InputError(f"meta_every must be >= 1, got {self.meta_every}.")
@@ -141,6 +146,14 @@ def versions():
         "python": platform.python_version(),
         "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
     }
+
+
+def meta_learning_rate(config, steps_per_epoch):
+    """`config.meta_lr`, or where it is None (auto) the rate for the run's number of meta-steps."""
+    if config.meta_lr is not None:
+        return config.meta_lr
+    meta_steps = -(-steps_per_epoch * config.epochs // config.meta_every)
+    return optimizers.auto_meta_learning_rate(meta_steps)
 
 
 def target_optimizer(config, steps_per_epoch):
@@ -202,7 +215,8 @@ def _build_model(config, splits, steps_per_epoch):
         source,
         target,
         pairs=config.pairs,
-        mode=config.method,
+        mode="l2t_ww" if config.method == "l2t_ww_frozen" else config.method,
+        learn_meta_networks=config.method != "l2t_ww_frozen",
         beta=config.beta,
         inner_steps=config.inner_steps,
         first_order=config.first_order,
@@ -211,7 +225,9 @@ def _build_model(config, splits, steps_per_epoch):
     )
     meta_optimizer = None
     if model.uses_meta_learning:
-        meta_optimizer = optimizers.AdamL2(config.meta_lr, weight_decay=config.meta_weight_decay)
+        meta_optimizer = optimizers.AdamL2(
+            meta_learning_rate(config, steps_per_epoch), weight_decay=config.meta_weight_decay
+        )
     model.compile(
         optimizer=target_optimizer(config, steps_per_epoch), meta_optimizer=meta_optimizer,
         jit_compile=config.jit_compile,
@@ -234,6 +250,60 @@ def _export_inference_model(run_dir, splits):
     return export.INFERENCE_FILE
 
 
+def writes_run_directory(config):
+    """Whether this process writes `config.model_dir`: all but the non-chief workers of a multi-worker run."""
+    if config.strategy != "multi_worker":
+        return True
+    return distribute.is_chief(distribute.get_strategy("multi_worker"))
+
+
+def _flags_digest(config):
+    """A 48-bit number (exact in float64) identifying the run's flags, less those a worker may set its own way."""
+    ignored = set(checkpointing.RunDirectory("").ignored_flags) | {"model_dir"}
+    flags = {k: v for k, v in dataclasses.asdict(config).items() if k not in ignored}
+    return int(hashlib.sha256(json.dumps(flags, sort_keys=True, default=str).encode()).hexdigest()[:12], 16)
+
+
+def _check_workers_agree(strategy, config, finished, overwrite):
+    """Raises unless every worker runs the same flags and sees the same state of model_dir.
+
+    A collective, so also a barrier: no worker starts (or returns a finished
+    run) before all have read model_dir. Workers that disagreed would wait for
+    each other's collectives for ever instead.
+    """
+    found = None if overwrite else checkpointing.latest_checkpoint(config.model_dir)
+    mine = [_flags_digest(config), float(finished), found[1]["epochs_completed"] if found else -1.0]
+    views = distribute.gather_from_workers(strategy, mine)
+    if all(view == views[0] for view in views):
+        return
+    if any(view[0] != views[0][0] for view in views):
+        problem = "they run different flags: every worker must run the same command"
+    else:
+        problem = (
+            f"they see different states of --model_dir {config.model_dir} (finished, last checkpoint's epoch: "
+            f"{sorted({(bool(v[1]), int(v[2])) for v in views})}): it must be on storage that every worker "
+            "shares (the chief writes it, all read its checkpoints to resume)"
+        )
+    raise InputError(f"The {len(views)} workers of this multi-worker run disagree: {problem}.")
+
+
+def _sharded_by_data(splits):
+    """`splits` with every dataset split over the workers by data (`distribute.shard_by_data`)."""
+    train_epochs = splits.train_epochs
+    return dataclasses.replace(
+        splits,
+        train=distribute.shard_by_data(splits.train),
+        val=distribute.shard_by_data(splits.val),
+        test=distribute.shard_by_data(splits.test),
+        train_epochs=lambda *args, **kwargs: distribute.shard_by_data(train_epochs(*args, **kwargs)),
+    )
+
+
+def _copy_if_exists(source, destination):
+    if os.path.exists(source):
+        shutil.copyfile(source, destination)
+
+
 def _describe_checkpoint(model_dir):
     found = checkpointing.latest_checkpoint(model_dir)
     if found is None:
@@ -253,6 +323,11 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
     results.json (at the end). Rerunning after an interruption continues from
     the last checkpoint; rerunning a finished run returns its results.
 
+    With `strategy="multi_worker"` every worker calls it with the same config:
+    only the chief writes model_dir; the others write to a temporary directory
+    (deleted at the end) and resume from the chief's checkpoint, so model_dir
+    must be on storage that every worker reads.
+
     Args:
         config: The `ExperimentConfig`.
         overwrite: Start over even if model_dir holds a run (with other flags).
@@ -263,15 +338,24 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             other flags (and not `overwrite`), or is not a run directory.
         checkpointing.NonFiniteError: a loss, meta-gradient or variable became
             non-finite; the last good checkpoint is kept.
+        InputError: the workers of a multi-worker run have different flags or
+            see different states of model_dir.
     """
     start = time.time()
     run_dir = checkpointing.RunDirectory(config.model_dir)
     defaults = dataclasses.asdict(ExperimentConfig(model_dir=config.model_dir))
     run_dir.check_flags(dataclasses.asdict(config), defaults, overwrite)
-    if run_dir.finished and not overwrite:
+    finished = run_dir.finished and not overwrite
+    chief = True
+    if config.strategy == "multi_worker":
+        # First TF work of the run: a multi-worker strategy must exist before any other.
+        strategy = distribute.get_strategy(config.strategy)
+        chief = distribute.is_chief(strategy)
+        if distribute.in_multi_worker_mode(strategy):
+            _check_workers_agree(strategy, config, finished, overwrite)
+    if finished:
         return checkpointing.read_json(run_dir.file(checkpointing.RESULTS_FILE))
-    # First TF work of the run: a multi-worker strategy must exist before any other.
-    distribute.get_strategy(config.strategy, config.devices)
+    strategy = distribute.get_strategy(config.strategy, config.devices)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         determinism.enable_determinism()
@@ -288,12 +372,23 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
         split=config.split,
         augmentation=config.augmentation,
     )
+    if distribute.in_multi_worker_mode(strategy):
+        splits = _sharded_by_data(splits)
+    # Seeded again: loading may have drawn from the global generators (tfds preparing a dataset the first
+    # time does), and the initial weights must not depend on whether it did.
+    keras.utils.set_random_seed(config.seed)
     steps_per_epoch = config.steps_per_epoch or splits.num_train // config.batch_size
     model = build_model(config, splits, steps_per_epoch)
+    if isinstance(model, L2TWW) and model.uses_meta_learning and config.meta_lr is None and not finished:
+        print(f"meta_lr=auto: {meta_learning_rate(config, steps_per_epoch):.3g} for "
+              f"{-(-steps_per_epoch * config.epochs // config.meta_every)} meta-steps (docs/method.md §4.3).")
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # so that a checkpoint restores its slots
 
-    # Only now, with data and model in hand, does the run leave files behind.
+    # Only now, with data and model in hand, does the run leave files behind. On several workers only
+    # the chief's are kept: the others write theirs to a temporary directory (see TemporaryRunDirectory).
+    if not chief:
+        run_dir = checkpointing.TemporaryRunDirectory()
     with run_dir:
         run_dir.check_flags(dataclasses.asdict(config), defaults, overwrite)  # again, under the lock
         if overwrite:
@@ -302,15 +397,19 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
         tracker = BestValidationTracker(splits.test, checkpoint_path=run_dir.file("best_target.keras"))
         history = ResumableCSVLogger(run_dir.file("history.csv"))
         movement = None
-        if isinstance(model, L2TWW) and model.uses_meta_learning:
+        if isinstance(model, L2TWW) and model.has_meta_networks:
             movement = MetaNetworkMovement(splits.val, run_dir.file("meta_networks_initial.npz"))
+            if not chief:  # φ₀ of a resumed run: the chief's
+                _copy_if_exists(os.path.join(config.model_dir, "meta_networks_initial.npz"), movement.initial_path)
         checkpoint = checkpointing.TrainingCheckpoint(
-            config.model_dir,
+            run_dir.path,
             stateful_callbacks=[tracker] + ([movement] if movement else []),
             linked_files=["best_target.keras"],
+            restore_dir=config.model_dir,  # on every worker, the chief's checkpoint
         )
         checkpoint.set_model(model)
-        initial_epoch = checkpoint.restore()
+        # With overwrite the chief has cleared model_dir (maybe after another worker looked at it).
+        initial_epoch = checkpoint.restore() if chief or not overwrite else 0
         history.truncate(initial_epoch)
         if initial_epoch:
             print(f"Resuming {config.model_dir} after epoch {initial_epoch} of {config.epochs}.")
@@ -322,7 +421,7 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             history,
             GroupedTensorBoard(log_dir, update_freq="epoch"),  # epoch e at step e; test/ and transfer/ apart
         ]
-        if isinstance(model, L2TWW) and model.uses_meta_learning:
+        if isinstance(model, L2TWW) and model.has_meta_networks:
             # The validation set's first batch, read once validation has filled its cache.
             all_callbacks.append(TransferMonitor(splits.val, os.path.join(log_dir, "transfer")))
         all_callbacks += [*callbacks, checkpoint]  # the checkpoint last: it saves what the others did
@@ -340,7 +439,7 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
                 shuffle=False,  # the training stream is shuffled (and keyed by epoch) in tf.data already
             )
         final_test = model.evaluate(splits.test, verbose=0, return_dict=True)["accuracy"]
-        inference_model = _export_inference_model(run_dir, splits)
+        inference_model = _export_inference_model(run_dir, splits) if chief else None
         results = {
             "method": config.method,
             "dataset": config.dataset,
@@ -348,6 +447,7 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             "source": config.source if config.method in TRANSFER_METHODS else None,
             "pairs": config.pairs if config.method in TRANSFER_METHODS else None,
             "width": config.width,
+            "meta_lr": meta_learning_rate(config, steps_per_epoch) if config.method in ("l2t_w", "l2t_ww") else None,
             "image_size": splits.image_size,
             "class_names": list(splits.class_names),  # of the outputs, in order (after `classes` relabelling)
             "inference_model": inference_model,
@@ -378,7 +478,7 @@ def pretrain_source(config, *, overwrite=False):
     """
     path = os.path.join(config.model_dir, "source.keras")
     run_experiment(dataclasses.replace(config, method="scratch"), overwrite=overwrite)
-    if not os.path.exists(path):
+    if not os.path.exists(path) and writes_run_directory(config):
         tmp = f"{path[: -len('.keras')]}.tmp{os.getpid()}.keras"
         shutil.copyfile(os.path.join(config.model_dir, "best_target.keras"), tmp)
         os.replace(tmp, path)

@@ -16,11 +16,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
-# Before anything else touches the runtime.
-tf.config.set_logical_device_configuration(
-    tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
-)
+# Before anything else touches the runtime. (Not in the worker processes of
+# tests/multi_worker_cases.py, which reuse `compare` with one CPU per worker.)
+if "TF_CONFIG" not in os.environ:
+    tf.config.set_logical_device_configuration(
+        tf.config.list_physical_devices("CPU")[0], [tf.config.LogicalDeviceConfiguration()] * 2
+    )
 
+import hashlib  # pylint: disable=wrong-import-position
 import json  # pylint: disable=wrong-import-position
 
 import keras  # pylint: disable=wrong-import-position
@@ -101,17 +104,37 @@ def _relative(update, reference, group_scale, floor):
 
 def _train(model, x, y):
     before = {name: [_replica_values(v) for v in vs] for name, vs in _groups(model).items()}
-    history = model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0).history
+    batch_logs = {}  # the last step's logs, as callbacks see them (under a strategy: reduced over the replicas)
+    record = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: batch_logs.update(logs))
+    history = model.fit(
+        x, y, batch_size=GLOBAL_BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[record]
+    ).history
     after = {name: [_replica_values(v) for v in vs] for name, vs in _groups(model).items()}
     assert all(len(after[name]) == len(before[name]) for name in before), "a group changed size"
     updates = {
         name: [[a - b[0] for a in values] for values, b in zip(after[name], before[name])] for name in before
     }
-    return updates, {k: float(v[-1]) for k, v in history.items()}
+    logs = {k: float(v[-1]) for k, v in history.items()}
+    logs.update({f"last_step/{k}": float(v) for k, v in batch_logs.items()})
+    return updates, logs
 
 
-def compare(method, meta_every=1, per_replica_look_ahead=False, policy="float64", recompute_look_ahead=False):
-    """Max relative difference of each group's update (and of each log) between 1 and 2 replicas."""
+def _digest(model):
+    """A hash of this process's copy of every variable of `model` (equal across workers that agree)."""
+    digest = hashlib.sha256()
+    for variable in model.variables:
+        for value in _replica_values(variable):
+            digest.update(np.ascontiguousarray(value).tobytes())
+    return digest.hexdigest()
+
+
+def compare(
+    method, meta_every=1, per_replica_look_ahead=False, policy="float64", recompute_look_ahead=False, strategy=None
+):
+    """Max relative difference of each group's update (and of each log) between 1 and 2 replicas.
+
+    `strategy`: the 2-replica strategy; default mirrored over this process's two logical CPUs.
+    """
     keras.config.set_floatx("float64" if policy == "float64" else "float32")
     floor = 1e-6 if policy == "float64" else 1e-2  # 16-bit rounding noise is far larger
     keras.config.set_dtype_policy(policy)
@@ -120,7 +143,7 @@ def compare(method, meta_every=1, per_replica_look_ahead=False, policy="float64"
     y = rng.integers(0, 3, STEPS * GLOBAL_BATCH)
 
     one = _build(method, meta_every, recompute_look_ahead)
-    strategy = distribute.get_strategy("mirrored", ["/cpu:0", "/cpu:1"])
+    strategy = strategy or distribute.get_strategy("mirrored", ["/cpu:0", "/cpu:1"])
     with strategy.scope():
         two = _build(method, meta_every, recompute_look_ahead)
     two.set_weights(one.get_weights())
@@ -147,6 +170,7 @@ def compare(method, meta_every=1, per_replica_look_ahead=False, policy="float64"
     for key, value in one_logs.items():
         result["logs"][key] = abs(two_logs[key] - value) / max(abs(value), 1e-30)
     result["missing_logs"] = sorted(set(one_logs) ^ set(two_logs))
+    result["variables_digest"] = _digest(two)
     return result
 
 

@@ -156,13 +156,14 @@ def _model_dir(*args):
 
 def test_run_directories_differ_per_configuration_and_only_then():
     default = _model_dir()
-    assert default.startswith(os.path.join("runs", "digits-scratch_fm_l2t_ww-"))
+    assert default.startswith(os.path.join("runs", "digits-scratch_fm_l2t_ww_frozen_l2t_ww-"))
     assert _model_dir() == default
     assert _model_dir("--verbose=2", "--data_dir=/elsewhere") == default  # may differ when resuming
     assert _model_dir("--epochs=30") == default  # the preset's value, spelled out
     others = {_model_dir("--epochs=2"), _model_dir("--lr=0.05"), _model_dir("--method=scratch"),
-              _model_dir("--source_epochs=3")}
-    assert len(others) == 4 and default not in others
+              _model_dir("--source_epochs=3"), _model_dir("--repeats=3")}
+    assert len(others) == 5 and default not in others
+    assert _model_dir("--repeats=1") == default
     assert _model_dir("--model_dir=mine") == "mine"
     assert os.path.basename(
         _model_dir("--dataset=folder:/data/My Photos/", "--method=scratch", "--image_size=224")
@@ -265,3 +266,34 @@ def test_console_command_ignores_a_train_py_in_the_working_directory(tmp_path):
     run = subprocess.run([script, "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "l2t-train" in run.stdout and "\nRuntime and output:\n" in run.stdout and "own train.py" not in run.stderr
+
+
+def _result(method, accuracy, transfer=None):
+    return {"method": method, "test_accuracy_at_best_val": accuracy, "best_val_accuracy": accuracy,
+            "best_epoch": 3, "wall_seconds": 5.0, "transfer": transfer}
+
+
+def test_comparison_reports_the_seed_spread_and_claims_learned_transfer_only_beyond_both_controls():
+    from train import main  # pylint: disable=import-outside-toplevel
+
+    moved = {"channel_weight_entropy": [0.8, 0.9], "lambda": [0.1, 2.0], "lambda_change_max": 0.5}
+    still = {"channel_weight_entropy": [1.0, 1.0], "lambda": [0.1, 2.0], "lambda_change_max": 0.0}
+
+    def rows(l2t_ww_accuracies, frozen_accuracies):
+        return ([_result("fm", a) for a in (0.85, 0.86, 0.84)]
+                + [_result("l2t_ww_frozen", a, still) for a in frozen_accuracies]
+                + [_result("l2t_ww", a, moved) for a in l2t_ww_accuracies])
+
+    ahead = rows((0.93, 0.94, 0.95), (0.86, 0.87, 0.85))
+    table = main.comparison_table(ahead)
+    assert "| l2t_ww | 3 | 0.9400 ± 0.0100 | 0.9400 | 3,3,3 | 0.85000 | 0.10–2.00 | 0.500 | 5 |" in table
+    assert "| fm | 3 | 0.8500 ± 0.0100 | 0.8500 | 3,3,3 | — | — | — | 5 |" in table
+    text = main.interpretation(ahead)
+    assert "meta-networks moved" in text and "ahead of l2t_ww_frozen (0.8600 ± 0.0100) by 0.0800" in text
+    assert "learned what and where helped beyond the seed spread" in text
+    # Ahead of FM but within the spread of the frozen control: no claim.
+    close = main.interpretation(rows((0.93, 0.94, 0.95), (0.92, 0.95, 0.93)))
+    assert "within the seed spread of l2t_ww_frozen" in close and "does not show that *learned*" in close
+    assert "on one seed: with no seed spread" in main.interpretation([_result("l2t_ww", 0.9, moved)])
+    assert "barely moved" in main.interpretation([_result("l2t_ww", 0.9, still)])
+    assert main.interpretation([_result("fm", 0.9)]) is None

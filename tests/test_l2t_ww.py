@@ -199,6 +199,30 @@ def test_variants_have_their_meta_networks(mode, meta_count):
     assert not any(k.startswith("lambda_") for k in logs)
 
 
+def test_frozen_meta_networks_train_theta_as_a_zero_meta_learning_rate(float64):
+    # l2t_ww_frozen, the control for "learned": θ's trajectory equals L2T-ww's at meta lr 0, φ never moves.
+    x, y = _batch()
+    frozen = _model(learn_meta_networks=False)
+    zero_lr = _model()
+    zero_lr.compile(
+        optimizer=SGD(0.1, momentum=0.9, weight_decay=1e-3), meta_optimizer=keras_l2t.optimizers.AdamL2(0.0)
+    )
+    learned = _model()
+    meta_before = _values(frozen.meta_variables)
+    for _ in range(3):
+        frozen_logs = frozen.train_on_batch(x, y, return_dict=True)
+        zero_lr.train_on_batch(x, y)
+        learned.train_on_batch(x, y)
+    assert not any(_changed(meta_before, frozen.meta_variables))
+    for a, b in zip(frozen.theta_variables, zero_lr.theta_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-12, atol=1e-12)
+    # The control is not vacuous: a learned φ changes θ's trajectory.
+    assert any(not np.allclose(a.numpy(), b.numpy()) for a, b in zip(frozen.theta_variables, learned.theta_variables))
+    assert "meta_loss" not in frozen_logs and "channel_weight_entropy" in frozen_logs and "lambda_0_1" in frozen_logs
+    restored = keras_l2t.L2TWW.from_config(frozen.get_config())
+    assert not restored.uses_meta_learning and restored.has_meta_networks
+
+
 def test_meta_outputs_stay_in_range():
     model = _model()
     x, _ = _batch("float32")
@@ -277,12 +301,14 @@ def test_transfer_monitor_writes_the_pair_weight_image_and_histograms(tmp_path):
     model = _model()
     x, y = _batch("float32")
     log_dir = str(tmp_path / "transfer")
-    monitor = keras_l2t.callbacks.TransferMonitor(x, log_dir)
-    model.fit(x, y, batch_size=3, epochs=2, verbose=0, callbacks=[monitor])
+    monitor = keras_l2t.callbacks.TransferMonitor(x, log_dir, images_per_run=2)
+    model.fit(x, y, batch_size=3, epochs=5, verbose=0, callbacks=[monitor])
     events = event_accumulator.EventAccumulator(log_dir, size_guidance={"images": 0, "tensors": 0})
     events.Reload()
     tags = events.Tags()
     assert "transfer/pair_weights" in tags["tensors"] + tags["images"]
+    image_steps = [e.step for e in events.Tensors("transfer/pair_weights")]
+    assert image_steps == [1, 3, 5]  # the first, every ceil(5 / 2)-th and the last epoch
     assert any(t.startswith("transfer/channel_weights/") for t in tags["tensors"] + tags["histograms"])
     source_taps, target_taps, matrix = keras_l2t.callbacks.pair_weight_matrix(
         model.pairs, model.transfer_weights(x)["pair_weights"]

@@ -66,3 +66,13 @@ def test_official_schedule_values():
     assert float(schedule(199 * 169 + 5)) == pytest.approx(0.0, abs=1e-7)
     plain = optimizers.EpochCosineDecay(0.1, epochs=200, steps_per_epoch=169, offset=0)
     assert float(plain(0)) == pytest.approx(0.1)
+
+
+def test_auto_meta_learning_rate_keeps_the_official_rate_for_paper_length_runs():
+    # Every paper setting makes >= 7,000 meta-steps (STL-10: 35 steps x 200 epochs); shorter runs keep lr x steps.
+    assert optimizers.auto_meta_learning_rate(7_000) == optimizers.auto_meta_learning_rate(70_200) == 1e-4
+    assert optimizers.auto_meta_learning_rate(700) == pytest.approx(1e-3)
+    assert optimizers.auto_meta_learning_rate(300) * 300 == pytest.approx(1e-4 * 7_000)
+    assert optimizers.auto_meta_learning_rate(60) == optimizers.auto_meta_learning_rate(1) == 1e-2  # the cap
+    with pytest.raises(ValueError):
+        optimizers.auto_meta_learning_rate(0)

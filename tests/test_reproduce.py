@@ -24,7 +24,7 @@ def _write_json(path, payload):
         json.dump(payload, f)
 
 
-def _fake_run(runs_dir, spec, label, seed, accuracy=None, best_val=0.5, wall=10.0):
+def _fake_run(runs_dir, spec, label, seed, accuracy=None, best_val=0.5, wall=10.0, transfer=None):
     run_dir = os.path.join(runs_dir, spec.replace(":", "-"), f"seed{seed}")
     _write_json(os.path.join(run_dir, "run.json"),
                 {"spec": spec, "label": label, "seed": seed, "model_dir": "model", "args": []})
@@ -32,7 +32,7 @@ def _fake_run(runs_dir, spec, label, seed, accuracy=None, best_val=0.5, wall=10.
         _write_json(os.path.join(run_dir, "model", "results.json"), {
             "method": spec.split(":")[0], "pairs": None, "test_accuracy_at_best_val": accuracy,
             "best_val_accuracy": best_val, "best_epoch": 3, "final_test_accuracy": accuracy,
-            "epochs_completed": 5, "num_train": 50, "wall_seconds": wall,
+            "epochs_completed": 5, "num_train": 50, "wall_seconds": wall, "transfer": transfer,
         })
 
 
@@ -50,6 +50,15 @@ def test_method_specs_labels_and_directories():
         parse("fmm:single")
     with pytest.raises(ValueError, match="takes no pairs"):
         parse("lwf:single")
+    swept = reproduce.parse_method_spec("l2t_ww:all@meta_lr=1e-2@beta=1", methods, with_pairs, {"meta_lr", "beta"})
+    assert (swept.spec, swept.label, swept.dirname) == (
+        "l2t_ww:all@meta_lr=1e-2@beta=1", "L2T-ww (all-to-all, meta_lr=1e-2, beta=1)", "l2t_ww-all-meta_lr1e-2-beta1")
+    assert swept.train_args() == ["--method=l2t_ww", "--pairs=all", "--meta_lr=1e-2", "--beta=1"]
+    assert parse("scratch@epochs=3").train_args() == ["--method=scratch", "--epochs=3"]
+    with pytest.raises(ValueError, match="not a train.main flag"):
+        reproduce.parse_method_spec("l2t_ww@seed=3", methods, with_pairs, {"meta_lr"})
+    with pytest.raises(ValueError, match="Expected @flag=value"):
+        parse("l2t_ww@meta_lr")
 
 
 def test_aggregation_mean_std_table_csv_and_chart(tmp_path):
@@ -58,10 +67,16 @@ def test_aggregation_mean_std_table_csv_and_chart(tmp_path):
         _fake_run(runs, "fm:single", "FM (single)", seed, accuracy, best_val=0.4 + 0.1 * seed, wall=10 * (seed + 1))
     _fake_run(runs, "scratch", "Scratch", 0, 0.8125)
     _fake_run(runs, "scratch", "Scratch", 1)  # unfinished
+    for seed, (entropy, change) in enumerate([(0.75, 0.5), (0.85, 1.25)]):
+        transfer = {"channel_weight_entropy": [entropy, entropy - 0.5], "lambda": [0.25, 2.0 + seed],
+                    "lambda_change_max": change}
+        _fake_run(runs, "l2t_ww:all", "L2T-ww (all-to-all)", seed, 0.9, transfer=transfer)
     rows = aggregate.aggregate(str(tmp_path), order=["scratch", "fm:single"], title="t", settings=["seeds: 0, 1, 2"])
 
-    assert [r["label"] for r in rows] == ["Scratch", "FM (single)"]
-    scratch, fm = rows
+    assert [r["label"] for r in rows] == ["Scratch", "FM (single)", "L2T-ww (all-to-all)"]
+    scratch, fm, l2t_ww = rows
+    assert l2t_ww["w_entropy_mean"] == pytest.approx(0.55) and l2t_ww["lambda_range"] == (0.25, 3.0)
+    assert l2t_ww["lambda_change_max"] == 1.25 and fm["w_entropy_mean"] is None
     assert (scratch["n"], scratch["mean"], scratch["std"]) == (1, 0.8125, 0.0)
     assert fm["n"] == 3 and fm["seeds"] == [0, 1, 2]
     assert fm["mean"] == pytest.approx(0.6) and fm["std"] == pytest.approx(0.1)  # sample std, ddof 1
@@ -71,10 +86,13 @@ def test_aggregation_mean_std_table_csv_and_chart(tmp_path):
     with open(tmp_path / "results.csv", encoding="utf-8") as f:
         table = list(csv.DictReader(f))
     assert sorted((r["spec"], r["seed"]) for r in table) == [("fm:single", "0"), ("fm:single", "1"),
-                                                             ("fm:single", "2"), ("scratch", "0")]
+                                                             ("fm:single", "2"), ("l2t_ww:all", "0"),
+                                                             ("l2t_ww:all", "1"), ("scratch", "0")]
+    assert [r["w_entropy"] for r in table if r["spec"] == "l2t_ww:all"] == ["0.5", "0.6"]
     markdown = (tmp_path / "results.md").read_text(encoding="utf-8")
-    assert "| FM (single) | 60.00 ± 10.00 | 3 | 50.00 | 20 |" in markdown
-    assert "| Scratch | 81.25 | 1 | 50.00 | 10 |" in markdown
+    assert "| FM (single) | 60.00 ± 10.00 | 3 | 50.00 | — | — | — | 20 |" in markdown
+    assert "| Scratch | 81.25 | 1 | 50.00 | — | — | — | 10 |" in markdown
+    assert "| L2T-ww (all-to-all) | 90.00 ± 0.00 | 2 | 50.00 | 0.5500 | 0.25–3.00 | 1.250 | 10 |" in markdown
     assert markdown.index("| Scratch |") < markdown.index("| FM (single) |")
     assert "- seeds: 0, 1, 2" in markdown
     assert "Unfinished runs" in markdown and "Scratch, seed 1" in markdown

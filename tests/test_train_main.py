@@ -34,26 +34,36 @@ def _results(model_dir):
 
 
 def test_default_demo_runs_every_method_and_prints_the_table(tmp_path):
+    # The demo's methods and its seeds (3 by default; 2 here, to save time), shortened.
     model_dir = str(tmp_path / "demo")
-    run = _run("train.main", f"--model_dir={model_dir}", "--epochs=1", "--source_epochs=1", "--steps_per_epoch=2")
+    run = _run("train.main", f"--model_dir={model_dir}", "--epochs=1", "--source_epochs=1", "--steps_per_epoch=2",
+               "--repeats=2")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "| l2t_ww |" in run.stdout and "| scratch |" in run.stdout and "| fm |" in run.stdout
+    for method in ("scratch", "fm", "l2t_ww_frozen", "l2t_ww"):
+        assert f"| {method} | 2 | " in run.stdout  # one row per method: its seeds, mean ± std
+    assert "Training l2t_ww (seed 1) → " in run.stdout and "meta_lr=auto: 0.01 for 2 meta-steps" in run.stdout
+    assert "L2T-ww's meta-networks" in run.stdout and " over 2 seeds) is " in run.stdout  # the interpretation
     assert f"Run directory: {model_dir}\n" in run.stdout
     assert not STARTUP_NOISE.search(run.stderr), run.stderr[-3000:]  # no TF C++ start-up lines
     assert os.path.exists(os.path.join(model_dir, "source", "source.keras"))
-    for method in ("scratch", "fm", "l2t_ww"):
-        results = _results(os.path.join(model_dir, method))
-        assert results["method"] == method and results["epochs_completed"] == 1
-        assert os.path.exists(os.path.join(model_dir, method, "best_target.keras"))
-        assert os.path.isdir(os.path.join(model_dir, method, "tensorboard"))
-    l2t_ww = _results(os.path.join(model_dir, "l2t_ww"))
-    assert l2t_ww["source"].endswith("source.keras")
+    for method in ("scratch", "fm", "l2t_ww_frozen", "l2t_ww"):
+        for seed in (0, 1):
+            run_dir = os.path.join(model_dir, method, f"seed{seed}")
+            results = _results(run_dir)
+            assert (results["method"], results["seed"], results["epochs_completed"]) == (method, seed, 1)
+            assert os.path.exists(os.path.join(run_dir, "best_target.keras"))
+            assert os.path.isdir(os.path.join(run_dir, "tensorboard"))
+    l2t_ww = _results(os.path.join(model_dir, "l2t_ww", "seed0"))
+    assert l2t_ww["source"].endswith("source.keras") and l2t_ww["meta_lr"] == 1e-2
     assert len(l2t_ww["transfer"]["lambda"]) == len(l2t_ww["transfer"]["pairs"]) == 15  # 3 source x 5 target taps
+    frozen = _results(os.path.join(model_dir, "l2t_ww_frozen", "seed0"))
+    assert frozen["transfer"]["lambda_change_max"] == 0.0 and frozen["meta_lr"] is None
     assert "meta-networks: w entropy mean" in run.stdout  # the line after each L2T-ww epoch
-    assert os.path.exists(os.path.join(model_dir, "comparison.md"))
-    with open(os.path.join(model_dir, "l2t_ww", "flags.json"), encoding="utf-8") as f:
+    with open(os.path.join(model_dir, "comparison.md"), encoding="utf-8") as f:
+        assert "L2T-ww's meta-networks" in f.read()
+    with open(os.path.join(model_dir, "l2t_ww", "seed1", "flags.json"), encoding="utf-8") as f:
         assert json.load(f)["method"] == "l2t_ww"
-    with open(os.path.join(model_dir, "l2t_ww", "flags.txt"), encoding="utf-8") as f:
+    with open(os.path.join(model_dir, "l2t_ww", "seed1", "flags.txt"), encoding="utf-8") as f:
         assert f"--model_dir={model_dir}\n" in f.read()  # the whole command, replayable with --flagfile
 
 

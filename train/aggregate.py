@@ -18,7 +18,8 @@ METRIC = "test_accuracy_at_best_val"
 
 CSV_COLUMNS = (
     "label", "spec", "seed", "method", "pairs", METRIC, "best_val_accuracy", "best_epoch",
-    "final_test_accuracy", "epochs_completed", "num_train", "wall_seconds", "run_dir",
+    "final_test_accuracy", "epochs_completed", "num_train", "meta_lr", "w_entropy", "lambda_min", "lambda_max",
+    "lambda_change_max", "wall_seconds", "run_dir",
 )
 
 
@@ -48,6 +49,21 @@ def find_runs(runs_dir):
     return sorted(finished, key=key), sorted(unfinished, key=key)
 
 
+def meta_network_figures(run):
+    """An L2T run's meta-networks after training: mean w entropy, λ min and max over pairs, max |Δλ| since epoch 1.
+
+    From results.json's `transfer`; a figure is None where the method has no such meta-network.
+    """
+    transfer = run.get("transfer") or {}
+    entropies, lambdas = transfer.get("channel_weight_entropy"), transfer.get("lambda")
+    return {
+        "w_entropy": sum(entropies) / len(entropies) if entropies else None,
+        "lambda_min": min(lambdas) if lambdas else None,
+        "lambda_max": max(lambdas) if lambdas else None,
+        "lambda_change_max": transfer.get("lambda_change_max"),
+    }
+
+
 def mean_std(values):
     """(mean, sample standard deviation with ddof=1; 0.0 for a single value)."""
     values = [float(v) for v in values]
@@ -72,6 +88,11 @@ def summarize(runs, order=()):
     for spec in specs:
         group = sorted(by_spec[spec], key=lambda r: r["seed"])
         mean, std = mean_std(r[METRIC] for r in group)
+        figures = [meta_network_figures(r) for r in group]
+        entropies = [f["w_entropy"] for f in figures if f["w_entropy"] is not None]
+        lows = [f["lambda_min"] for f in figures if f["lambda_min"] is not None]
+        highs = [f["lambda_max"] for f in figures if f["lambda_max"] is not None]
+        changes = [f["lambda_change_max"] for f in figures if f["lambda_change_max"] is not None]
         rows.append({
             "spec": spec,
             "label": group[0]["label"],
@@ -82,6 +103,9 @@ def summarize(runs, order=()):
             "std": std,
             "best_val_mean": mean_std(r["best_val_accuracy"] for r in group)[0],
             "wall_seconds_mean": mean_std(r["wall_seconds"] for r in group)[0],
+            "w_entropy_mean": mean_std(entropies)[0] if entropies else None,
+            "lambda_range": (min(lows), max(highs)) if lows else None,
+            "lambda_change_max": max(changes) if changes else None,
         })
     return rows
 
@@ -92,20 +116,25 @@ def write_csv(runs, path):
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for run in runs:
-            writer.writerow({column: run.get(column) for column in CSV_COLUMNS})
+            row = {**run, **meta_network_figures(run)}
+            writer.writerow({column: row.get(column) for column in CSV_COLUMNS})
 
 
 def markdown_table(rows):
     """The per-method table (accuracies in %)."""
     lines = [
-        "| method | test acc. at best val (%) | seeds | best val acc. (%) | wall time (s) |",
-        "|---|---|---|---|---|",
+        "| method | test acc. at best val (%) | seeds | best val acc. (%) | w entropy | λ range | max Δλ "
+        "| wall time (s) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         spread = f" ± {100 * row['std']:.2f}" if row["n"] > 1 else ""
+        entropy = "—" if row.get("w_entropy_mean") is None else f"{row['w_entropy_mean']:.4f}"
+        lambdas = "—" if row.get("lambda_range") is None else "{:.2f}–{:.2f}".format(*row["lambda_range"])
+        change = "—" if row.get("lambda_change_max") is None else f"{row['lambda_change_max']:.3f}"
         lines.append(
             f"| {row['label']} | {100 * row['mean']:.2f}{spread} | {row['n']} | "
-            f"{100 * row['best_val_mean']:.2f} | {row['wall_seconds_mean']:.0f} |"
+            f"{100 * row['best_val_mean']:.2f} | {entropy} | {lambdas} | {change} | {row['wall_seconds_mean']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -118,7 +147,10 @@ def write_markdown(rows, path, title, settings=(), unfinished=()):
         markdown_table(rows),
         "",
         "Test accuracy at the epoch of best validation accuracy (the paper's protocol, docs/method.md §4.5): "
-        "mean ± sample standard deviation (ddof 1) over the seeds; best val acc. and wall time are means.",
+        "mean ± sample standard deviation (ddof 1) over the seeds; best val acc. and wall time are means. "
+        "For L2T methods, where their meta-networks ended: w entropy is the mean normalised entropy of the "
+        "channel weights (1 = uniform, where they start), λ range the pair weights' range over pairs and seeds, "
+        "max Δλ the largest change of a pair weight since epoch 1.",
     ]
     if settings:
         parts += ["", "## Settings", "", *[f"- {line}" for line in settings]]

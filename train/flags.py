@@ -38,7 +38,9 @@ HELP_GROUPS = (
         "target", "width", "arch", "source", "source_arch", "source_width", "source_classes", "source_epochs",
         "source_batch_size",
     )),
-    ("Optimisation", ("epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "steps_per_epoch")),
+    ("Optimisation", (
+        "epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "repeats", "steps_per_epoch",
+    )),
     ("Method, transfer and meta-learning", (
         "method", "pairs", "beta", "inner_steps", "meta_lr", "meta_weight_decay", "first_order", "meta_every",
         "recompute_look_ahead", "at_weight", "lwf_weight", "lwf_temperature",
@@ -85,6 +87,10 @@ def _common_flags(fv):
         "weight_decay", 1e-4, "L2 weight decay, coupled into the momentum as in PyTorch.", flag_values=fv
     )
     flags.DEFINE_integer("seed", 0, "Random seed (weights, data order, validation split).", flag_values=fv)
+    flags.DEFINE_integer(
+        "repeats", 1, "Runs of each method, with seeds --seed, --seed+1, ...; several print mean ± std.",
+        flag_values=fv,
+    )
     flags.DEFINE_integer(
         "steps_per_epoch", None, "Limit steps per epoch, for smoke runs (default: the whole training set).",
         flag_values=fv,
@@ -206,12 +212,18 @@ def define_flags(fv):
     flags.DEFINE_string(
         "pairs", None,
         "Pairs source-target: all, one_to_one, single, or m-n,m-n,... (default: all for fm, l2t_w, "
-        "l2t_ww; one_to_one for at, lwf_at).",
+        "l2t_ww, l2t_ww_frozen; one_to_one for at, lwf_at).",
         flag_values=fv,
     )
     flags.DEFINE_integer("inner_steps", 2, "T: look-ahead matching steps of the meta step.", flag_values=fv)
     flags.DEFINE_float("beta", 0.5, "β: weight of the feature-matching loss.", flag_values=fv)
-    flags.DEFINE_float("meta_lr", 1e-4, "Learning rate of the meta-networks (Adam).", flag_values=fv)
+    flags.DEFINE_string(
+        "meta_lr", "auto",
+        "Learning rate of the meta-networks (Adam): a number, or auto: the official 1e-4 for runs of at least "
+        "7,000 meta-steps (every paper setting), 1e-4 x 7,000/steps for shorter ones, at most 1e-2 "
+        "(docs/method.md §4.3).",
+        flag_values=fv,
+    )
     flags.DEFINE_float(
         "meta_weight_decay", 1e-4, "L2 weight decay of the meta-networks (coupled, as in PyTorch).", flag_values=fv
     )
@@ -241,6 +253,16 @@ def _int_list(values):
         return tuple(int(v) for v in values)
     except ValueError:
         raise InputError(f"Class ids must be integers, got {','.join(values)}.") from None
+
+
+def meta_lr_value(text):
+    """`--meta_lr` as `ExperimentConfig.meta_lr` takes it: a float, or None for auto."""
+    if text is None or text.strip().lower() == "auto":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise InputError(f"--meta_lr must be a number or auto, got {text!r}.") from None
 
 
 def _first_set(*values):
@@ -332,7 +354,7 @@ def plan_from_flags(flag_values):
         pairs=flag_values.pairs,
         beta=flag_values.beta,
         inner_steps=flag_values.inner_steps,
-        meta_lr=flag_values.meta_lr,
+        meta_lr=meta_lr_value(flag_values.meta_lr),
         meta_weight_decay=flag_values.meta_weight_decay,
         first_order=flag_values.first_order,
         meta_every=flag_values.meta_every,
@@ -369,8 +391,9 @@ def plan_from_flags(flag_values):
                 ),
                 source=None,
             )
+    repeats = repeats_from_flags(flag_values)
     model_dir = flag_values.model_dir or run_dirs.default_model_dir(
-        base.dataset, "_".join(methods), methods, base, source_config
+        base.dataset, "_".join(methods), methods, base, source_config, *([repeats] if repeats > 1 else [])
     )
     base = dataclasses.replace(base, model_dir=model_dir)
     if source_config is not None:
@@ -378,18 +401,33 @@ def plan_from_flags(flag_values):
     return methods, base, source_config
 
 
-def method_configs(methods, base, source_config):
-    """The `ExperimentConfig` of each method: its own model_dir when there are several, the source if it transfers."""
+def repeats_from_flags(flag_values):
+    """How many seeds each method runs with (--repeats)."""
+    repeats = flag_values.repeats
+    if repeats < 1:
+        raise InputError(f"--repeats must be >= 1, got {repeats}.")
+    return repeats
+
+
+def method_configs(methods, base, source_config, repeats=1):
+    """The `ExperimentConfig` of each method and seed (seeds base.seed, base.seed + 1, ...; method-major).
+
+    Each run has its own model_dir when there are several (`<method>/`, and
+    `seed<k>/` inside it when repeats > 1); transferring methods get the source.
+    """
     source = os.path.join(source_config.model_dir, "source.keras") if source_config is not None else base.source
-    return [
-        dataclasses.replace(
-            base,
-            method=method,
-            source=source if method in TRANSFER_METHODS else None,
-            model_dir=os.path.join(base.model_dir, method) if len(methods) > 1 else base.model_dir,
-        )
-        for method in methods
-    ]
+    configs = []
+    for method in methods:
+        method_dir = os.path.join(base.model_dir, method) if len(methods) > 1 else base.model_dir
+        for seed in range(base.seed, base.seed + repeats):
+            configs.append(dataclasses.replace(
+                base,
+                method=method,
+                seed=seed,
+                source=source if method in TRANSFER_METHODS else None,
+                model_dir=os.path.join(method_dir, f"seed{seed}") if repeats > 1 else method_dir,
+            ))
+    return configs
 
 
 def pretrain_config_from_flags(flag_values):
@@ -409,7 +447,10 @@ def pretrain_config_from_flags(flag_values):
 
 def resolved_configuration(configs, source_config=None):
     """What `--print_config` prints: every run's `ExperimentConfig` as a dict, and the auto source's."""
-    resolved = {"runs": {c.method: dataclasses.asdict(c) for c in configs}}
+    repeated = len(configs) > len({c.method for c in configs})
+    resolved = {
+        "runs": {(f"{c.method} seed {c.seed}" if repeated else c.method): dataclasses.asdict(c) for c in configs}
+    }
     if source_config is not None:
         resolved["source_pretraining"] = dataclasses.asdict(source_config)
     return resolved

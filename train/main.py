@@ -23,28 +23,121 @@ COMMAND = "python -m train.main"
 FLAGFILE = "flags.txt"
 
 
-def _meta_movement(results):
-    """(mean w entropy, max |Δλ| since epoch 1) of an L2T run's meta-networks, as table cells ("—" without)."""
-    transfer = results.get("transfer") or {}
-    entropies, change = transfer.get("channel_weight_entropy"), transfer.get("lambda_change_max")
-    entropy = f"{sum(entropies) / len(entropies):.5f}" if entropies else "—"
-    return entropy, (f"{change:.3f}" if change is not None else "—")
+# A meta-network "moved" when its mean w entropy fell below this, or a λ changed by more than LAMBDA_MOVED.
+ENTROPY_MOVED = 0.99
+LAMBDA_MOVED = 0.1
+
+
+def _method_groups(rows):
+    """{method: [results.json dicts]}, in order of first appearance."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["method"], []).append(r)
+    return groups
+
+
+def _movement(group):
+    """(mean w entropy, λ range (low, high), max |Δλ| since epoch 1) over a method's runs; None where absent."""
+    transfers = [r.get("transfer") or {} for r in group]
+    entropies = [sum(t["channel_weight_entropy"]) / len(t["channel_weight_entropy"])
+                 for t in transfers if t.get("channel_weight_entropy")]
+    lambdas = [x for t in transfers for x in (t.get("lambda") or [])]
+    changes = [t["lambda_change_max"] for t in transfers if t.get("lambda_change_max") is not None]
+    return (
+        sum(entropies) / len(entropies) if entropies else None,
+        (min(lambdas), max(lambdas)) if lambdas else None,
+        max(changes) if changes else None,
+    )
+
+
+def _accuracy(group):
+    from train.aggregate import mean_std  # pylint: disable=import-outside-toplevel
+
+    return mean_std(r["test_accuracy_at_best_val"] for r in group)
 
 
 def comparison_table(rows):
-    """A Markdown table of results.json dicts, with how far L2T-ww's meta-networks moved."""
+    """A Markdown table of results.json dicts, one row per method (mean ± std over its seeds).
+
+    With how far L2T-ww's meta-networks moved: the mean normalised entropy of w
+    (1 = uniform, where it starts), the range of λ and its largest change since epoch 1.
+    """
+    from train.aggregate import mean_std  # pylint: disable=import-outside-toplevel
+
     lines = [
-        "| method | test acc. at best val | best val acc. | best epoch | final test acc. | w entropy | max Δλ "
+        "| method | seeds | test acc. at best val | best val acc. | best epoch | w entropy | λ range | max Δλ "
         "| wall s |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        entropy, change = _meta_movement(r)
+    for method, group in _method_groups(rows).items():
+        mean, std = _accuracy(group)
+        spread = f" ± {std:.4f}" if len(group) > 1 else ""
+        entropy, lambda_range, change = _movement(group)
+        epochs = sorted(r["best_epoch"] for r in group)
+        best_val = mean_std(r["best_val_accuracy"] for r in group)[0]
         lines.append(
-            f"| {r['method']} | {r['test_accuracy_at_best_val']:.4f} | {r['best_val_accuracy']:.4f} | "
-            f"{r['best_epoch']} | {r['final_test_accuracy']:.4f} | {entropy} | {change} | {r['wall_seconds']:.0f} |"
+            f"| {method} | {len(group)} | {mean:.4f}{spread} | {best_val:.4f} | "
+            f"{','.join(str(e) for e in epochs)} | {'—' if entropy is None else f'{entropy:.5f}'} | "
+            f"{'—' if lambda_range is None else f'{lambda_range[0]:.2f}–{lambda_range[1]:.2f}'} | "
+            f"{'—' if change is None else f'{change:.3f}'} | "
+            f"{mean_std(r['wall_seconds'] for r in group)[0]:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _versus(group, other_name, other):
+    """'ahead of X … by d', 'within the seed spread of X …' or 'behind X … by d' (spread: the larger std)."""
+    (mean, std), (other_mean, other_std) = _accuracy(group), _accuracy(other)
+    difference = mean - other_mean
+    if abs(difference) <= max(std, other_std):
+        return f"within the seed spread of {other_name} ({other_mean:.4f} ± {other_std:.4f})"
+    where = "ahead of" if difference > 0 else "behind"
+    return f"{where} {other_name} ({other_mean:.4f} ± {other_std:.4f}) by {abs(difference):.4f}"
+
+
+def _beats(group, other):
+    """Whether `group`'s mean accuracy is above `other`'s by more than the larger of their stds."""
+    (mean, std), (other_mean, other_std) = _accuracy(group), _accuracy(other)
+    return mean - other_mean > max(std, other_std)
+
+
+def interpretation(rows):
+    """A few sentences on what the comparison shows about L2T-ww, or None without an l2t_ww run.
+
+    Whether the meta-networks moved, and L2T-ww against its controls (frozen
+    meta-networks, plain feature matching, scratch) relative to the seed spread;
+    "learned what and where helped" is said only when L2T-ww is ahead of both
+    the frozen control and FM by more than the spread.
+    """
+    groups = _method_groups(rows)
+    if "l2t_ww" not in groups:
+        return None
+    group = groups["l2t_ww"]
+    sentences = []
+    entropy, _, change = _movement(group)
+    if entropy is not None and change is not None:
+        moved = entropy < ENTROPY_MOVED or change > LAMBDA_MOVED
+        sentences.append(
+            f"L2T-ww's meta-networks {'moved' if moved else 'barely moved'} (mean w entropy {entropy:.3f}, "
+            f"1 = uniform; λ changed by at most {change:.3f} since epoch 1)"
+            + ("." if moved else ": L2T-ww here is feature matching with the meta-networks' initial, random weights.")
+        )
+    mean, std = _accuracy(group)
+    if len(group) < 2:
+        sentences.append(f"L2T-ww {mean:.4f} on one seed: with no seed spread to weigh the differences against, "
+                         "this run supports no conclusion; --repeats=3 runs three seeds of each method.")
+        return " ".join(sentences)
+    controls = [(m, groups[m]) for m in ("l2t_ww_frozen", "fm", "scratch") if m in groups]
+    if controls:
+        sentences.append(f"L2T-ww ({mean:.4f} ± {std:.4f} over {len(group)} seeds) is "
+                         + "; ".join(_versus(group, m, g) for m, g in controls) + ".")
+    if "l2t_ww_frozen" in groups and "fm" in groups:
+        if _beats(group, groups["l2t_ww_frozen"]) and _beats(group, groups["fm"]):
+            sentences.append("On this run, learned what and where helped beyond the seed spread.")
+        else:
+            sentences.append("So this run does not show that *learned* what and where helps: that needs L2T-ww "
+                             "ahead of both the frozen meta-networks and FM by more than the seed spread.")
+    return " ".join(sentences)
 
 
 def main(argv):
@@ -65,12 +158,18 @@ def write_flagfile(directory, text):
 
 
 def flagfile_callback(directory, text):
-    """A Keras callback that writes flags.txt when training starts (run_experiment has written flags.json)."""
+    """A Keras callback that writes flags.txt when training starts (run_experiment has written flags.json).
+
+    On a multi-worker run only the chief writes it.
+    """
     import keras  # pylint: disable=import-outside-toplevel
+
+    from keras_l2t import distribute  # pylint: disable=import-outside-toplevel
 
     class WriteFlagfile(keras.callbacks.Callback):
         def on_train_begin(self, logs=None):
-            write_flagfile(directory, text)
+            if distribute.is_chief(self.model.distribute_strategy):
+                write_flagfile(directory, text)
 
     return WriteFlagfile()
 
@@ -100,11 +199,12 @@ def finished_already(config, overwrite):
 def run(flag_values):
     """Runs the methods the flags ask for (pretraining an auto source first) and prints the table."""
     # pylint: disable=import-outside-toplevel
-    from keras_l2t.experiment import pretrain_source, run_experiment
+    from keras_l2t.experiment import pretrain_source, run_experiment, writes_run_directory
     from train import flags as train_flags
 
     methods, base, source_config = train_flags.plan_from_flags(flag_values)
-    configs = train_flags.method_configs(methods, base, source_config)
+    repeats = train_flags.repeats_from_flags(flag_values)
+    configs = train_flags.method_configs(methods, base, source_config, repeats)
     if flag_values.print_config:
         resolved = train_flags.resolved_configuration(configs, source_config)
         print(json.dumps({"model_dir": base.model_dir, **resolved}, indent=2))
@@ -132,22 +232,27 @@ def run(flag_values):
         rows = []
         for config in configs:
             finished = finished_already(config, overwrite)
+            label = f"{config.method} (seed {config.seed})" if repeats > 1 else config.method
             if not finished:
-                print(f"Training {config.method} → {config.model_dir}")
+                print(f"Training {label} → {config.model_dir}")
             results = run_experiment(
                 config, overwrite=overwrite, callbacks=[flagfile_callback(config.model_dir, text)]
             )
             if finished:
                 print(f"Finished run found in {config.model_dir}; showing its results (use --overwrite to retrain).")
-            if not os.path.exists(os.path.join(config.model_dir, FLAGFILE)):  # finished before flags.txt existed
+            # Finished before flags.txt existed (on several workers, only the chief writes):
+            if writes_run_directory(config) and not os.path.exists(os.path.join(config.model_dir, FLAGFILE)):
                 write_flagfile(config.model_dir, text)
             rows.append(results)
             print(
-                f"{config.method} on {results['dataset']}: test accuracy at best validation epoch "
+                f"{label} on {results['dataset']}: test accuracy at best validation epoch "
                 f"{results['best_epoch']} = {results['test_accuracy_at_best_val']:.4f}"
             )
     table = comparison_table(rows)
-    if len(rows) > 1:
+    summary = interpretation(rows)
+    if summary:
+        table += "\n\n" + summary
+    if len(rows) > 1 and writes_run_directory(base):
         with open(os.path.join(base.model_dir, "comparison.md"), "w", encoding="utf-8") as f:
             f.write(table + "\n")
         with open(os.path.join(base.model_dir, "comparison.json"), "w", encoding="utf-8") as f:

@@ -22,7 +22,7 @@ _OFFICIAL_32 = {
 PRESETS = {
     "digits": {
         "target": "vgg9_bn", "width": 0.25, "image_size": 32, "epochs": 30, "batch_size": 25,
-        "method": ["scratch", "fm", "l2t_ww"], "source": "auto",
+        "method": ["scratch", "fm", "l2t_ww_frozen", "l2t_ww"], "source": "auto",
         "classes": [5, 6, 7, 8, 9], "train_examples_per_class": 10,
         "source_arch": "resnet32", "source_width": 0.5, "source_classes": [0, 1, 2, 3, 4],
         "source_epochs": 15, "source_batch_size": 64,

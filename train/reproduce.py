@@ -19,8 +19,10 @@ runs and seeds. At the end `train.aggregate` writes `results.csv` (one row per
 run), `results.md` (mean ± std per method) and `results.png` into
 `--results_dir` (default: output_dir).
 
-Method specs are `method[:pairs]`, pairs being `single`, `one_to_one`, `all` or
-explicit `m-n` pairs joined by `+` (e.g. `fm:14-4+9-3`). The default list is the
+Method specs are `method[:pairs][@flag=value...]`, pairs being `single`,
+`one_to_one`, `all` or explicit `m-n` pairs joined by `+` (e.g. `fm:14-4+9-3`),
+and `@flag=value` a train.main flag for that row only (e.g.
+`l2t_ww:all@meta_lr=1e-2`, a row of a sweep). The default list is the
 paper's table (docs/method.md §5): scratch, lwf, at, lwf_at, fm:single,
 fm:one_to_one, l2t_w:single, l2t_w:one_to_one, l2t_ww:all.
 """
@@ -47,11 +49,12 @@ DEFAULT_METHODS = (
     "scratch", "lwf", "at", "lwf_at", "fm:single", "fm:one_to_one", "l2t_w:single", "l2t_w:one_to_one", "l2t_ww:all",
 )
 METHOD_NAMES = {
-    "scratch": "Scratch", "lwf": "LwF", "at": "AT", "lwf_at": "LwF+AT", "fm": "FM", "l2t_w": "L2T-w", "l2t_ww": "L2T-ww",
+    "scratch": "Scratch", "lwf": "LwF", "at": "AT", "lwf_at": "LwF+AT", "fm": "FM", "l2t_w": "L2T-w",
+    "l2t_ww": "L2T-ww", "l2t_ww_frozen": "L2T-ww, meta-networks frozen",
 }
 PAIR_NAMES = {"single": "single", "one_to_one": "one-to-one", "all": "all-to-all"}
 # train.main flags the runner sets per run.
-PER_RUN_FLAGS = ("method", "seed", "model_dir")
+PER_RUN_FLAGS = ("method", "seed", "repeats", "model_dir")
 # train.main flags that are the runner's own business, never passed to runs.
 RUNNER_FLAGS = ("print_config",)
 # Runs log to files: one line per epoch unless --verbose is given.
@@ -66,46 +69,60 @@ MODEL_SUBDIR = "model"
 
 @dataclasses.dataclass(frozen=True)
 class MethodSpec:
-    """One row of the table: a train.main method and, optionally, its pairs (`--pairs`)."""
+    """One row of the table: a train.main method, optionally its pairs (`--pairs`) and other train.main flags."""
 
     method: str
     pairs: str | None = None
+    settings: tuple[tuple[str, str], ...] = ()  # (flag, value): e.g. (("meta_lr", "1e-2"),)
 
     @property
     def spec(self):
-        return self.method if self.pairs is None else f"{self.method}:{self.pairs.replace(',', '+')}"
+        text = self.method if self.pairs is None else f"{self.method}:{self.pairs.replace(',', '+')}"
+        return text + "".join(f"@{name}={value}" for name, value in self.settings)
 
     @property
     def label(self):
+        details = [] if self.pairs is None else [PAIR_NAMES.get(self.pairs, self.pairs)]
+        details += [f"{name}={value}" for name, value in self.settings]
         name = METHOD_NAMES.get(self.method, self.method)
-        return name if self.pairs is None else f"{name} ({PAIR_NAMES.get(self.pairs, self.pairs)})"
+        return f"{name} ({', '.join(details)})" if details else name
 
     @property
     def dirname(self):
-        return self.method if self.pairs is None else f"{self.method}-{self.pairs.replace(',', '_')}"
+        text = self.method if self.pairs is None else f"{self.method}-{self.pairs.replace(',', '_')}"
+        return text + "".join(f"-{name}{value}" for name, value in self.settings)
 
     def train_args(self):
-        return [f"--method={self.method}"] + ([] if self.pairs is None else [f"--pairs={self.pairs}"])
+        args = [f"--method={self.method}"] + ([] if self.pairs is None else [f"--pairs={self.pairs}"])
+        return args + [f"--{name}={value}" for name, value in self.settings]
 
 
-def parse_method_spec(text, methods, methods_with_pairs):
-    """`method[:pairs]` -> MethodSpec, checked against the known methods.
+def parse_method_spec(text, methods, methods_with_pairs, flag_names=None):
+    """`method[:pairs][@flag=value...]` -> MethodSpec, checked against the known methods (and flags).
 
     Args:
-        text: e.g. "scratch", "fm:single", "fm:14-4+9-3".
+        text: e.g. "scratch", "fm:single", "fm:14-4+9-3", "l2t_ww:all@meta_lr=1e-2@beta=1".
         methods: Valid method names.
         methods_with_pairs: Those that take pairs.
+        flag_names: train.main flags a spec may set (None: any).
     """
     from keras_l2t.errors import InputError  # pylint: disable=import-outside-toplevel
 
-    method, _, pairs = text.strip().partition(":")
+    head, *assignments = text.strip().split("@")
+    method, _, pairs = head.partition(":")
     if method not in methods:
         raise InputError(f"Unknown method {method!r} in {text!r}; choose from {list(methods)}.")
-    if not pairs:
-        return MethodSpec(method)
-    if method not in methods_with_pairs:
+    settings = []
+    for assignment in assignments:
+        name, equals, value = assignment.partition("=")
+        if not equals or not name or not value:
+            raise InputError(f"Expected @flag=value in {text!r}, got @{assignment}.")
+        if flag_names is not None and name not in flag_names:
+            raise InputError(f"--{name} (in {text!r}) is not a train.main flag a method spec may set.")
+        settings.append((name, value))
+    if pairs and method not in methods_with_pairs:
         raise InputError(f"Method {method!r} takes no pairs (in {text!r}).")
-    return MethodSpec(method, pairs.replace("+", ","))
+    return MethodSpec(method, pairs.replace("+", ",") if pairs else None, tuple(settings))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +217,7 @@ def study_jobs(specs, seeds, output_dir, train_args, source_path=None, transfer_
         for spec in specs:
             run_dir = os.path.join(output_dir, "runs", spec.dirname, f"seed{seed}")
             model_dir = os.path.join(run_dir, MODEL_SUBDIR)
-            args = [*train_args, *spec.train_args(), f"--seed={seed}", f"--model_dir={model_dir}"]
+            args = [*train_args, *spec.train_args(), f"--seed={seed}", "--repeats=1", f"--model_dir={model_dir}"]
             if source_path is not None and spec.method in transfer_methods:
                 args.append(f"--source={source_path}")
             record = {"spec": spec.spec, "label": spec.label, "seed": seed, "model_dir": MODEL_SUBDIR}
@@ -260,7 +277,8 @@ def main(argv):
         raise app.UsageError(f"--{', --'.join(given)}: the runner sets these per run; use --methods, --seeds "
                              "and --output_dir.")
     try:
-        specs = [parse_method_spec(s, METHODS, tuple(DEFAULT_PAIRS)) for s in FLAGS.methods]
+        spec_flags = TRAIN_MAIN_FLAGS - set(PER_RUN_FLAGS + RUNNER_FLAGS + ("pairs",))
+        specs = [parse_method_spec(s, METHODS, tuple(DEFAULT_PAIRS), spec_flags) for s in FLAGS.methods]
         seeds = [int(s) for s in FLAGS.seeds]
     except ValueError as error:
         raise app.UsageError(str(error)) from error
@@ -357,7 +375,11 @@ def define_flags():
         "train.main flagfile of the study, read before the other flags: a path, or the name of a config shipped "
         f"in train/configs/ ({', '.join(sorted(n[:-4] for n in os.listdir(CONFIGS_DIR) if n.endswith('.cfg')))}).",
     )
-    flags.DEFINE_list("methods", list(DEFAULT_METHODS), "Method specs method[:pairs] (pairs m-n joined by +).")
+    flags.DEFINE_list(
+        "methods", list(DEFAULT_METHODS),
+        "Method specs method[:pairs][@flag=value...] (pairs m-n joined by +; @flag=value: a train.main flag for "
+        "that row, e.g. l2t_ww:all@meta_lr=1e-2).",
+    )
     flags.DEFINE_list("seeds", ["0", "1"], "Seeds; each method runs once per seed.")
     flags.DEFINE_string("output_dir", None, "Study directory (default: runs/reproduce/<config name>).")
     flags.DEFINE_string("source_dir", None, "Where an auto source is pretrained (default: <output_dir>/source); "

@@ -39,5 +39,5 @@ def dataset_label(dataset):
 
 
 def default_model_dir(dataset, what, *parts, root=RUNS_ROOT):
-    """E.g. `runs/digits-scratch_fm_l2t_ww-3f9a1c2e`, the hash over `parts`."""
+    """E.g. `runs/digits-scratch_fm_l2t_ww_frozen_l2t_ww-3f9a1c2e`, the hash over `parts`."""
     return os.path.join(root, f"{dataset_label(dataset)}-{what}-{config_hash(*parts)}")

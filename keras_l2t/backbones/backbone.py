@@ -18,13 +18,14 @@ import logging
 import keras
 
 from keras_l2t.errors import InputError
+from keras_l2t.multi_worker_fit import MultiWorkerFitMixin
 
 # Output activations that make a model return probabilities instead of logits.
 _PROBABILITY_ACTIVATIONS = ("softmax", "sigmoid")
 
 
 @keras.saving.register_keras_serializable(package="keras_l2t")
-class Backbone(keras.Model):
+class Backbone(MultiWorkerFitMixin, keras.Model):
     """A classifier whose `call` can also return its tapped feature maps.
 
     Args:

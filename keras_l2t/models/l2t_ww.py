@@ -16,7 +16,10 @@ One `train_step` (docs/method.md §4.1) on a batch (x, y):
    rollback).
 
 Modes: "l2t_ww" (learned w and λ), "l2t_w" (learned w, λ = 1), "fm"
-(unweighted feature matching, no meta-networks, no look-ahead).
+(unweighted feature matching, no meta-networks, no look-ahead). With
+`learn_meta_networks=False` the meta-networks stay at their initial φ and no
+meta step runs: the control that tells learned what/where from matching with
+fixed random pair weights (method `l2t_ww_frozen`).
 
 Under a `tf.distribute` strategy a step on R replicas equals the one-device
 step on the global batch: the look-ahead's inner gradients are all-reduced,
@@ -69,6 +72,9 @@ class L2TWW(SourceTargetModel):
             per step (docs/profile.md).
         pair_weight_activation: "relu6" (official), "relu" or "relu_avg".
         pair_weight_init: Initial bias of the where-nets (1.0).
+        learn_meta_networks: False keeps w and λ at their initial values (no
+            look-ahead, no meta step; the same θ updates as a meta learning
+            rate of 0, at the cost of feature matching).
 
     Example:
     ```python
@@ -92,6 +98,7 @@ class L2TWW(SourceTargetModel):
         pair_weight_activation="relu6",
         pair_weight_init=1.0,
         recompute_look_ahead=False,
+        learn_meta_networks=True,
         **kwargs,
     ):
         super().__init__(source, target, **kwargs)
@@ -108,6 +115,7 @@ class L2TWW(SourceTargetModel):
         self.recompute_look_ahead = bool(recompute_look_ahead)
         self.pair_weight_activation = pair_weight_activation
         self.pair_weight_init = float(pair_weight_init)
+        self.learn_meta_networks = bool(learn_meta_networks)
 
         source_channels, target_channels = source.feature_channels, target.feature_channels
         # The meta-networks are tiny and their gradients are the meta-gradient:
@@ -144,9 +152,14 @@ class L2TWW(SourceTargetModel):
     # ------------------------------------------------------------------ API
 
     @property
-    def uses_meta_learning(self):
-        """Whether there are meta-networks (and so a look-ahead and a meta step)."""
+    def has_meta_networks(self):
+        """Whether w (and λ) come from meta-networks (every mode but "fm")."""
         return self.mode != "fm"
+
+    @property
+    def uses_meta_learning(self):
+        """Whether the meta-networks are trained (and so a look-ahead and a meta step run)."""
+        return self.has_meta_networks and self.learn_meta_networks
 
     @property
     def theta_variables(self):
@@ -223,9 +236,20 @@ class L2TWW(SourceTargetModel):
         config["meta_optimizer"] = keras.saving.serialize_keras_object(self.meta_optimizer)
         return config
 
-    def transfer_weights(self, x):
-        """Meta-network outputs on images x: {"pairs", "channel_weights", "pair_weights"} (lists per pair)."""
-        statistics = self._source_statistics(x)
+    def source_statistics(self, x):
+        """What the meta-networks see of images x (the frozen source's per-pair maps and pools).
+
+        Fixed for fixed images, since the source never trains: callbacks that
+        look at the same batch every epoch compute it once (`transfer_weights`).
+        """
+        return self._source_statistics(x)
+
+    def transfer_weights(self, x=None, statistics=None):
+        """Meta-network outputs on images x: {"pairs", "channel_weights", "pair_weights"} (lists per pair).
+
+        `statistics`, from `source_statistics(x)`, replaces x and saves the source's forward pass.
+        """
+        statistics = self._source_statistics(x) if statistics is None else statistics
         channel_weights, pair_weights = self._meta_outputs(statistics)
         return {"pairs": self.pairs, "channel_weights": channel_weights, "pair_weights": pair_weights}
 
@@ -375,7 +399,7 @@ class L2TWW(SourceTargetModel):
         scaling. Under R replicas the differentiated objective is divided by R
         (Keras sums the replicas' gradients), then by `scale_loss` if given.
         """
-        if not self.uses_meta_learning:
+        if not self.has_meta_networks:
             raise ValueError("mode='fm' has no meta-networks and no meta-objective.")
         if self.optimizer is None:
             raise ValueError("Call compile() first: the look-ahead uses the optimizer's rule and state.")
@@ -519,9 +543,9 @@ class L2TWW(SourceTargetModel):
         shown = list(super().metrics)
         hidden = set()
         if not self.uses_meta_learning:
-            hidden.update(
-                id(t) for t in [self.meta_loss_tracker, self.meta_gradient_norm_tracker, self.entropy_tracker]
-            )
+            hidden.update(id(t) for t in [self.meta_loss_tracker, self.meta_gradient_norm_tracker])
+        if not self.has_meta_networks:
+            hidden.add(id(self.entropy_tracker))
         if not self.pair_weight_nets:
             hidden.update(id(t) for t in self.pair_weight_trackers)
         return [m for m in shown if id(m) not in hidden]
@@ -541,6 +565,7 @@ class L2TWW(SourceTargetModel):
                 "recompute_look_ahead": self.recompute_look_ahead,
                 "pair_weight_activation": self.pair_weight_activation,
                 "pair_weight_init": self.pair_weight_init,
+                "learn_meta_networks": self.learn_meta_networks,
             }
         )
         return config

@@ -4,6 +4,7 @@ import keras
 
 from keras_l2t.backbones.backbone import Backbone
 from keras_l2t.errors import InputError
+from keras_l2t.multi_worker_fit import MultiWorkerFitMixin
 
 
 def check_source_and_target(source, target):
@@ -19,14 +20,15 @@ def check_source_and_target(source, target):
 
 
 @keras.saving.register_keras_serializable(package="keras_l2t")
-class SourceTargetModel(keras.Model):
+class SourceTargetModel(MultiWorkerFitMixin, keras.Model):
     """Base of the models that train a target `Backbone` with knowledge from a frozen source `Backbone`.
 
     It freezes the source, makes `call` return the target's logits (so
     `evaluate`, `predict` and export behave as for the target alone),
     (de)serialises both networks, and keeps training-only trackers (listed by
     `_training_trackers`) out of `evaluate`'s logs. Subclasses add their
-    losses, `train_step`, `compile` and config entries.
+    losses, `train_step`, `compile` and config entries. `fit` works on several
+    machines (`MultiWorkerFitMixin`, a workaround for keras-team/keras#20585).
 
     Args:
         source: Pretrained source `Backbone`; frozen (never trained).
@@ -55,6 +57,16 @@ class SourceTargetModel(keras.Model):
         logs = super().test_step(data)
         training_only = {t.name for t in self._training_trackers()}
         return {name: value for name, value in logs.items() if name not in training_only}
+
+    def _get_metrics_result_or_logs(self, logs):
+        # Keras reports its metrics' results at the end of `evaluate` only when the step's logs name
+        # every metric, which `test_step` does not (it leaves the training trackers out); else it
+        # reports the last step's logs, which on several replicas are the mean of each replica's
+        # running mean: not the figure over the whole set when the last batch splits unevenly.
+        metric_logs = self.get_metrics_result()
+        if isinstance(logs, dict) and logs and set(logs) <= set(metric_logs):
+            return {name: metric_logs[name] for name in logs}
+        return logs
 
     def get_config(self):
         config = super().get_config()

@@ -42,3 +42,27 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
             "steps_per_epoch": self.steps_per_epoch,
             "offset": self.offset,
         }
+
+
+# The meta learning rate of the official code (Adam), set for its 200-epoch runs.
+OFFICIAL_META_LEARNING_RATE = 1e-4
+# The fewest meta-steps of any paper setting: STL-10, 4,500 training images in batches of 128, 200 epochs.
+REFERENCE_META_STEPS = 7_000
+# Above this the meta-networks of the Fashion-MNIST study diverged or oscillated (docs/results/meta_lr_sweep.md).
+MAX_AUTO_META_LEARNING_RATE = 1e-2
+
+
+def auto_meta_learning_rate(meta_steps):
+    """The meta learning rate `--meta_lr=auto` gives a run of `meta_steps` meta-updates.
+
+    Adam moves each meta-parameter by about its learning rate per step, so a
+    run's meta-networks can travel about lr × steps. Runs at least as long as
+    the paper's shortest setting (REFERENCE_META_STEPS) keep the official 1e-4;
+    shorter ones get the same travel, 1e-4 × REFERENCE_META_STEPS / meta_steps,
+    capped at MAX_AUTO_META_LEARNING_RATE. Without it, the few hundred
+    meta-steps of a small-data run leave w uniform and λ at its random start.
+    """
+    if meta_steps <= 0:
+        raise ValueError(f"meta_steps must be positive, got {meta_steps}.")
+    scaled = OFFICIAL_META_LEARNING_RATE * REFERENCE_META_STEPS / meta_steps
+    return min(max(scaled, OFFICIAL_META_LEARNING_RATE), MAX_AUTO_META_LEARNING_RATE)
