@@ -4,8 +4,9 @@
 
 With no flags it runs the embedded demo on scikit-learn's digits (no
 download): pretrain a ResNet-32 source on digits 0–4, then train a VGG-9-BN
-target on digits 5–9 from 10 labels per class with scratch, FM and L2T-ww,
-and print the comparison. Each configuration gets its own run directory
+target on digits 5–9 from 10 labels per class with scratch, FM, L2T-ww with
+frozen meta-networks (the control) and L2T-ww, and print the comparison
+(--repeats=3: three seeds each, mean ± std). Each configuration gets its own run directory
 (printed at start) unless --model_dir is given; rerunning the same command
 resumes an interrupted run or shows a finished one. --print_config shows the
 resolved settings without training.

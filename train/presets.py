@@ -3,7 +3,8 @@
 The 224 and 32 settings follow the official code (docs/method.md §4.3). `digits`
 is the embedded demo, sized for a 2-core CPU: a ResNet-32 source pretrained on
 digits 0–4 transfers to a VGG-9-BN target learning digits 5–9 from 10 labelled
-images per class, and scratch, FM and L2T-ww are compared.
+images per class, and scratch, FM, L2T-ww with frozen meta-networks and
+L2T-ww are compared.
 """
 
 from keras_l2t.errors import InputError
