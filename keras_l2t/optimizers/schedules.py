@@ -48,7 +48,7 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
 OFFICIAL_META_LEARNING_RATE = 1e-4
 # The fewest meta-steps of any paper setting: STL-10, 4,500 training images in batches of 128, 200 epochs.
 REFERENCE_META_STEPS = 7_000
-# Above this the meta-networks of the Fashion-MNIST study diverged or oscillated (docs/results/meta_lr_sweep.md).
+# 3e-2 cost the Fashion-MNIST study accuracy and 1e-1 made the demo diverge (docs/results/meta_lr_sweep.md).
 MAX_AUTO_META_LEARNING_RATE = 1e-2
 
 
