@@ -148,12 +148,16 @@ def versions():
     }
 
 
+def meta_steps(config, steps_per_epoch):
+    """How many meta-updates the run makes (every `meta_every`-th of its steps)."""
+    return -(-steps_per_epoch * config.epochs // config.meta_every)
+
+
 def meta_learning_rate(config, steps_per_epoch):
     """`config.meta_lr`, or where it is None (auto) the rate for the run's number of meta-steps."""
     if config.meta_lr is not None:
         return config.meta_lr
-    meta_steps = -(-steps_per_epoch * config.epochs // config.meta_every)
-    return optimizers.auto_meta_learning_rate(meta_steps)
+    return optimizers.auto_meta_learning_rate(meta_steps(config, steps_per_epoch))
 
 
 def target_optimizer(config, steps_per_epoch):
@@ -381,7 +385,7 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
     model = build_model(config, splits, steps_per_epoch)
     if isinstance(model, L2TWW) and model.uses_meta_learning and config.meta_lr is None and not finished:
         print(f"meta_lr=auto: {meta_learning_rate(config, steps_per_epoch):.3g} for "
-              f"{-(-steps_per_epoch * config.epochs // config.meta_every)} meta-steps (docs/method.md §4.3).")
+              f"{meta_steps(config, steps_per_epoch)} meta-steps (docs/method.md §4.3).")
     if not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)  # so that a checkpoint restores its slots
 

@@ -6,7 +6,6 @@ start has a deadline, so a hang fails the test instead of blocking the suite,
 and workers still running at the end are killed.
 """
 
-import csv
 import json
 import os
 import signal
@@ -18,6 +17,8 @@ import time
 import pytest
 
 from tests.multi_worker_cases import tf_config
+from tests.run_files import history as _history
+from tests.run_files import read_json as _read_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXACT = 1e-5  # float64, as tests/test_distribute.py (measured: ≤ 2e-10, as on one machine's two CPUs)
@@ -95,16 +96,6 @@ class _Processes:
             if process.poll() is None:
                 process.kill()
                 process.wait()
-
-
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _history(model_dir):
-    with open(os.path.join(model_dir, "history.csv"), encoding="utf-8", newline="") as f:
-        return list(csv.reader(f))
 
 
 # ----------------------------------------------------------------------------------------- one step

@@ -1,8 +1,6 @@
 """Reliability of training runs: resume after SIGKILL, atomic checkpoints, one run per model_dir,
 one-line errors for bad input with nothing written, and numerical faults that stop cleanly."""
 
-import csv
-import json
 import os
 import re
 import signal
@@ -18,6 +16,8 @@ from absl import flags
 
 from keras_l2t import backbones, checkpointing
 from keras_l2t.experiment import ExperimentConfig, build_model, pretrain_source, run_experiment
+from tests.run_files import history as _history
+from tests.run_files import read_json as _read_json
 from tests.toy_backbones import tiny_backbone
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -42,16 +42,6 @@ def _popen(module, *args):
     return subprocess.Popen(  # pylint: disable=consider-using-with
         _command(module, *args), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-
-
-def _read_json(path):
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _history(model_dir):
-    with open(os.path.join(model_dir, "history.csv"), encoding="utf-8", newline="") as f:
-        return list(csv.reader(f))
 
 
 def _wait_for(predicate, process, timeout=300):

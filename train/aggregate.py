@@ -64,6 +64,20 @@ def meta_network_figures(run):
     }
 
 
+def meta_network_summary(runs):
+    """Over runs of one method: (mean w entropy, (λ min, λ max), max |Δλ|); each None where no run has it."""
+    figures = [meta_network_figures(r) for r in runs]
+    entropies = [f["w_entropy"] for f in figures if f["w_entropy"] is not None]
+    lows = [f["lambda_min"] for f in figures if f["lambda_min"] is not None]
+    highs = [f["lambda_max"] for f in figures if f["lambda_max"] is not None]
+    changes = [f["lambda_change_max"] for f in figures if f["lambda_change_max"] is not None]
+    return (
+        sum(entropies) / len(entropies) if entropies else None,
+        (min(lows), max(highs)) if lows else None,
+        max(changes) if changes else None,
+    )
+
+
 def mean_std(values):
     """(mean, sample standard deviation with ddof=1; 0.0 for a single value)."""
     values = [float(v) for v in values]
@@ -88,11 +102,7 @@ def summarize(runs, order=()):
     for spec in specs:
         group = sorted(by_spec[spec], key=lambda r: r["seed"])
         mean, std = mean_std(r[METRIC] for r in group)
-        figures = [meta_network_figures(r) for r in group]
-        entropies = [f["w_entropy"] for f in figures if f["w_entropy"] is not None]
-        lows = [f["lambda_min"] for f in figures if f["lambda_min"] is not None]
-        highs = [f["lambda_max"] for f in figures if f["lambda_max"] is not None]
-        changes = [f["lambda_change_max"] for f in figures if f["lambda_change_max"] is not None]
+        entropy, lambda_range, change = meta_network_summary(group)
         rows.append({
             "spec": spec,
             "label": group[0]["label"],
@@ -103,9 +113,9 @@ def summarize(runs, order=()):
             "std": std,
             "best_val_mean": mean_std(r["best_val_accuracy"] for r in group)[0],
             "wall_seconds_mean": mean_std(r["wall_seconds"] for r in group)[0],
-            "w_entropy_mean": mean_std(entropies)[0] if entropies else None,
-            "lambda_range": (min(lows), max(highs)) if lows else None,
-            "lambda_change_max": max(changes) if changes else None,
+            "w_entropy_mean": entropy,
+            "lambda_range": lambda_range,
+            "lambda_change_max": change,
         })
     return rows
 

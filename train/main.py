@@ -39,16 +39,9 @@ def _method_groups(rows):
 
 def _movement(group):
     """(mean w entropy, λ range (low, high), max |Δλ| since epoch 1) over a method's runs; None where absent."""
-    transfers = [r.get("transfer") or {} for r in group]
-    entropies = [sum(t["channel_weight_entropy"]) / len(t["channel_weight_entropy"])
-                 for t in transfers if t.get("channel_weight_entropy")]
-    lambdas = [x for t in transfers for x in (t.get("lambda") or [])]
-    changes = [t["lambda_change_max"] for t in transfers if t.get("lambda_change_max") is not None]
-    return (
-        sum(entropies) / len(entropies) if entropies else None,
-        (min(lambdas), max(lambdas)) if lambdas else None,
-        max(changes) if changes else None,
-    )
+    from train.aggregate import meta_network_summary  # pylint: disable=import-outside-toplevel
+
+    return meta_network_summary(group)
 
 
 def _accuracy(group):
