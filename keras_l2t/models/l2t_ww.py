@@ -26,8 +26,11 @@ step on the global batch: the look-ahead's inner gradients are all-reduced,
 BatchNorm is synchronized and losses sent to `optimizer.apply` are divided by
 R (`keras_l2t.distribute`). Under mixed precision the real step computes in 16
 bits; the meta-networks, the look-ahead and the meta-gradient stay float32
-(`keras_l2t.precision`; docs/method.md §4.8).
+(`keras_l2t.precision`; docs/method.md §4.8), unless
+`full_precision_look_ahead=False` lets the look-ahead compute in 16 bits too.
 """
+
+import contextlib
 
 import math
 
@@ -75,6 +78,11 @@ class L2TWW(SourceTargetModel):
         learn_meta_networks: False keeps w and λ at their initial values (no
             look-ahead, no meta step; the same θ updates as a meta learning
             rate of 0, at the cost of feature matching).
+        full_precision_look_ahead: Under a mixed dtype policy, run the
+            look-ahead at the variable dtype (True, default: exact to float32
+            round-off) or in the policy's 16-bit compute dtype (False: faster
+            where the CPU or GPU has 16-bit units, an approximate meta-gradient,
+            docs/method.md §4.8). No effect without mixed precision.
 
     Example:
     ```python
@@ -99,6 +107,7 @@ class L2TWW(SourceTargetModel):
         pair_weight_init=1.0,
         recompute_look_ahead=False,
         learn_meta_networks=True,
+        full_precision_look_ahead=True,
         **kwargs,
     ):
         super().__init__(source, target, **kwargs)
@@ -116,6 +125,7 @@ class L2TWW(SourceTargetModel):
         self.pair_weight_activation = pair_weight_activation
         self.pair_weight_init = float(pair_weight_init)
         self.learn_meta_networks = bool(learn_meta_networks)
+        self.full_precision_look_ahead = bool(full_precision_look_ahead)
 
         source_channels, target_channels = source.feature_channels, target.feature_channels
         # The meta-networks are tiny and their gradients are the meta-gradient:
@@ -378,12 +388,14 @@ class L2TWW(SourceTargetModel):
             meta_outputs = self._meta_outputs(statistics)
         return meta_outputs, phi_tape
 
-    def _look_ahead_layers(self):
-        """The layers the look-ahead runs: kept at full precision under mixed precision."""
+    def _look_ahead_precision(self):
+        """The look-ahead's layers at their variable dtype (a no-op with `full_precision_look_ahead=False`)."""
+        if not self.full_precision_look_ahead:
+            return contextlib.nullcontext()
         layers = list(self.target._flatten_layers())  # pylint: disable=protected-access
         for matcher in self.matchers:
             layers += list(matcher._flatten_layers())  # pylint: disable=protected-access
-        return layers
+        return precision.full_precision(layers)
 
     def _meta_objective_and_gradients(
         self, x, y, with_gradients, statistics=None, meta_outputs=None, phi_tape=None, learning_rate=None,
@@ -396,8 +408,10 @@ class L2TWW(SourceTargetModel):
         the meta-networks are evaluated once per batch. The look-ahead runs at
         the variable dtype even under mixed precision (docs/method.md §4.8: a 16-bit
         look-ahead moves the meta-gradient by 6-15 %), so it needs no loss
-        scaling. Under R replicas the differentiated objective is divided by R
-        (Keras sums the replicas' gradients), then by `scale_loss` if given.
+        scaling; with `full_precision_look_ahead=False` it runs in 16 bits, also
+        unscaled (prefer bfloat16 there: float16 gradients may underflow).
+        Under R replicas the differentiated objective is divided by R (Keras
+        sums the replicas' gradients), then by `scale_loss` if given.
         """
         if not self.has_meta_networks:
             raise ValueError("mode='fm' has no meta-networks and no meta-objective.")
@@ -411,7 +425,7 @@ class L2TWW(SourceTargetModel):
         flat_outputs = [t for group in meta_outputs if group is not None for t in group]
         learning_rate = ops.cast(learning_rate, theta[0].dtype)
         if with_gradients and self.recompute_look_ahead:
-            with precision.full_precision(self._look_ahead_layers()):
+            with self._look_ahead_precision():
                 objective, output_grads = self._recomputed_output_gradients(
                     x, y, statistics, meta_outputs, flat_outputs, theta, buffers, non_trainable, learning_rate,
                     scale_loss,
@@ -419,7 +433,7 @@ class L2TWW(SourceTargetModel):
         else:
             with tf.GradientTape() as meta_tape:
                 meta_tape.watch(flat_outputs)
-                with precision.full_precision(self._look_ahead_layers()):
+                with self._look_ahead_precision():
                     objective = self._look_ahead_objective(
                         x, y, statistics, meta_outputs, theta, buffers, non_trainable, learning_rate
                     )
@@ -566,6 +580,7 @@ class L2TWW(SourceTargetModel):
                 "pair_weight_activation": self.pair_weight_activation,
                 "pair_weight_init": self.pair_weight_init,
                 "learn_meta_networks": self.learn_meta_networks,
+                "full_precision_look_ahead": self.full_precision_look_ahead,
             }
         )
         return config
