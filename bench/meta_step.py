@@ -12,7 +12,11 @@ models built in one setting:
 - first_order: the same with `first_order=True`;
 - meta_recompute / first_order_recompute (opt-in, for the lever table): the
   same with `recompute_look_ahead=True` (one look-ahead step's graph in memory
-  at a time, keras_l2t/models/recompute.py).
+  at a time, keras_l2t/models/recompute.py);
+- meta_every_4 (opt-in): a meta step every 4th step; its cost per step is the
+  mean of `times_ms` over a multiple of 4 timed steps, not the median;
+- meta_16bit_look_ahead (opt-in, with --mixed_precision): meta with
+  `full_precision_look_ahead=False`, the look-ahead in the 16-bit compute dtype.
 
 By default all modes live in one process: each is warmed up (`--warmup`
 untimed steps; the first traces), then the modes are timed alternately,
@@ -29,13 +33,16 @@ Standard workload (defaults, issue #5): ResNet-32 source -> VGG-9-BN target,
 `TF_ENABLE_ONEDNN_OPTS` defaults to 1 (off by default on AMD CPUs, halves the
 step time, docs/method.md §4.8) and is recorded. Prints a summary, then one JSON line
 last with `plain_ms`, `meta_ms`, `ratio`, `first_order_ratio`, `images_per_s`
-(meta iterations), `peak_rss_mib`, `settings` and `versions` (`--details` adds
+(meta iterations), `peak_rss_mib`, `tensor_peak_mib` (the meta step's most tensor
+memory in use, from TensorFlow's allocator statistics: what a device would need
+for tensors), `settings` and `versions` (`--details` adds
 every mode's timings under `by_mode`):
 
     python -m bench.meta_step
     python -m bench.meta_step --jit_compile --mixed_precision=mixed_bfloat16
     python -m bench.meta_step --modes=plain,meta,meta_recompute --details
     python -m bench.meta_step --deterministic        # the cost of train.main's --deterministic
+    python -m bench.meta_step --noconstant_folding --isolate_memory   # the memory lever of docs/profile.md
     python -m bench.meta_step --source_width=0.25 --target_width=0.25 --batch_size=8 --repeats=2 --warmup=1
 """
 
@@ -64,6 +71,11 @@ MODES = {
     "first_order": {"first_order": True},
     "meta_recompute": {"first_order": False, "recompute_look_ahead": True},
     "first_order_recompute": {"first_order": True, "recompute_look_ahead": True},
+    # A meta step on every 4th step only: report the mean of `times_ms` over a multiple of 4 timed steps
+    # (the median is a step without one).
+    "meta_every_4": {"first_order": False, "meta_every": 4},
+    # With --mixed_precision: the look-ahead in the 16-bit compute dtype too (otherwise the same as meta).
+    "meta_16bit_look_ahead": {"first_order": False, "full_precision_look_ahead": False},
 }
 DEFAULT_MODES = ("plain", "meta", "first_order")
 
@@ -74,6 +86,11 @@ flags.DEFINE_integer("warmup", 2, "Untimed steps per mode (the first one traces)
 flags.DEFINE_integer("repeats", 5, "Timed rounds (one step of every mode each); the median is reported.")
 flags.DEFINE_boolean("jit_compile", False, "XLA for every model's train step (slow to compile on CPU).")
 flags.DEFINE_boolean("deterministic", False, "keras_l2t.determinism.enable_determinism() first (train.main's --deterministic).")
+flags.DEFINE_boolean(
+    "constant_folding", True,
+    "Grappler's constant folding (TensorFlow's default). False keeps the traced step from storing folded "
+    "constants such as ReluGradGrad's zeros: less memory at the same speed (docs/profile.md).",
+)
 flags.DEFINE_enum(
     "mixed_precision", None, ["mixed_float16", "mixed_bfloat16"],
     "Build every model under this dtype policy (the L2T-ww look-ahead stays float32).",
@@ -87,7 +104,7 @@ flags.DEFINE_integer("seed", 0, "Seed for the data and the weights.")
 _PASSED_FLAGS = (
     "source", "target", "source_width", "target_width", "image_size", "batch_size", "inner_steps",
     "pairs", "num_classes", "source_classes", "warmup", "repeats", "jit_compile", "mixed_precision", "seed",
-    "deterministic",
+    "deterministic", "constant_folding",
 )  # fmt: skip
 
 
@@ -105,6 +122,10 @@ def _build_models(modes):
 
     if FLAGS.deterministic:
         determinism.enable_determinism()
+    if not FLAGS.constant_folding:
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"constant_folding": False})
 
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
 
@@ -138,6 +159,46 @@ def _build_models(modes):
     return models, pairs
 
 
+def _rss_breakdown_mib():
+    """This process's resident memory now, by kind (Linux /proc/self/smaps), or None elsewhere.
+
+    `libraries`: file-backed pages (TensorFlow's shared objects, mostly);
+    `heap`: the brk heap (small allocations: traced graphs, Python objects);
+    `anonymous`: other anonymous mappings (the tensor allocator's pools, thread stacks).
+    """
+    try:
+        with open("/proc/self/smaps", encoding="utf-8") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    totals, kind = {"libraries": 0.0, "heap": 0.0, "anonymous": 0.0}, None
+    for line in lines:
+        fields = line.split()
+        if "-" in fields[0] and ":" not in fields[0]:  # a mapping's header: address range, perms, ..., [path]
+            path = fields[5] if len(fields) > 5 else ""
+            kind = "heap" if path == "[heap]" else "libraries" if path.startswith("/") else "anonymous"
+        elif fields[0] == "Rss:":
+            totals[kind] += int(fields[1]) / 1024.0
+    return {name: round(value, 1) for name, value in totals.items()}
+
+
+def _tensor_peak_mib(reset=False):
+    """TensorFlow's CPU allocator: the most tensor memory in use since the last reset (MiB), or None.
+
+    `reset=True` starts a new window instead. None where the allocator keeps no
+    statistics (e.g. TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1).
+    """
+    import tensorflow as tf
+
+    try:
+        if reset:
+            tf.config.experimental.reset_memory_stats("CPU:0")
+            return None
+        return round(tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20, 1)
+    except (ValueError, RuntimeError):
+        return None
+
+
 def _time_step(model, x, y):
     start = time.perf_counter()
     model.train_on_batch(x, y)  # returns numpy logs: waits for the step to finish
@@ -163,10 +224,13 @@ def run_in_process(modes):
         warmup_s[mode] = round(time.perf_counter() - start, 2)
         peak_after_warmup[mode] = round(_peak_rss_mib(), 1)
 
-    times = {mode: [] for mode in modes}
+    times, tensor_peaks = {mode: [] for mode in modes}, {mode: [] for mode in modes}
     for r in range(FLAGS.repeats):
         for mode in modes[r % len(modes) :] + modes[: r % len(modes)]:  # rotated: no mode always first
+            _tensor_peak_mib(reset=True)
             times[mode].append(_time_step(models[mode], x, y))
+            tensor_peaks[mode].append(_tensor_peak_mib())
+    breakdown = _rss_breakdown_mib()
     return {
         mode: {
             "ms": round(statistics.median(times[mode]), 1),
@@ -174,6 +238,10 @@ def run_in_process(modes):
             "warmup_s": warmup_s[mode],
             # Cumulative: the process peak once this mode and those before it had warmed up.
             "peak_rss_mib_after_warmup": peak_after_warmup[mode],
+            # Tensors alone (allocator statistics), the most over this mode's timed steps.
+            "tensor_peak_mib": None if None in tensor_peaks[mode] else max(tensor_peaks[mode]),
+            # Resident memory by kind at the end (cumulative over the modes of this process, like the RSS peak).
+            "rss_breakdown_mib": breakdown,
         }
         for mode in modes
     }, pairs
@@ -260,6 +328,7 @@ def main(argv):
         "first_order_ratio": by_mode["first_order"]["ratio"] if "first_order" in by_mode else None,
         "images_per_s": by_mode["meta"]["images_per_s"] if "meta" in by_mode else None,
         "peak_rss_mib": peak,
+        "tensor_peak_mib": by_mode["meta"]["tensor_peak_mib"] if "meta" in by_mode else None,
         "settings": settings,
         "versions": {
             "python": platform.python_version(),
@@ -278,7 +347,8 @@ def main(argv):
             f"\nL2T-ww step cost: {FLAGS.source} (x{FLAGS.source_width}) -> {FLAGS.target} (x{FLAGS.target_width}), "
             f"{FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, T={FLAGS.inner_steps}, "
             f"{settings['num_pairs']} pairs, jit_compile={FLAGS.jit_compile}, "
-            f"mixed_precision={FLAGS.mixed_precision}, TF_ENABLE_ONEDNN_OPTS={settings['tf_enable_onednn_opts']}, "
+            f"mixed_precision={FLAGS.mixed_precision}, constant_folding={FLAGS.constant_folding}, "
+            f"TF_ENABLE_ONEDNN_OPTS={settings['tf_enable_onednn_opts']}, "
             f"{os.cpu_count()} CPUs, load {settings['load_average_before'][0]} -> {settings['load_average_after'][0]}"
         )
         print(f"timing: {settings['timing']}; {FLAGS.repeats} rounds after {FLAGS.warmup} warm-up step(s)")
@@ -286,6 +356,11 @@ def main(argv):
             rel = f"  ({r['ratio']:.2f}x plain)" if r["ratio"] is not None else ""
             memory = f"peak RSS {r['peak_rss_mib']:.0f} MiB" if isolated else (
                 f"peak RSS after warm-up {r['peak_rss_mib_after_warmup']:.0f} MiB")
+            if r["tensor_peak_mib"] is not None:
+                memory += f", tensors {r['tensor_peak_mib']:.0f} MiB"
+            if isolated and r.get("rss_breakdown_mib"):
+                memory += " (RSS at the end: " + ", ".join(
+                    f"{name} {value:.0f}" for name, value in r["rss_breakdown_mib"].items()) + ")"
             print(
                 f"  {mode:<22} {r['ms']:>9.1f} ms{rel}   {memory}   warm-up {r['warmup_s']:.1f} s   "
                 f"steps {r['times_ms']}"
