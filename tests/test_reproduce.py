@@ -5,6 +5,7 @@ import dataclasses
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -65,7 +66,7 @@ def test_aggregation_mean_std_table_csv_and_chart(tmp_path):
     runs = str(tmp_path / "runs")
     for seed, accuracy in enumerate([0.5, 0.6, 0.7]):
         _fake_run(runs, "fm:single", "FM (single)", seed, accuracy, best_val=0.4 + 0.1 * seed, wall=10 * (seed + 1))
-    _fake_run(runs, "scratch", "Scratch", 0, 0.8125)
+    _fake_run(runs, "scratch", "Scratch", 0, 0.8125, wall=90.0)
     _fake_run(runs, "scratch", "Scratch", 1)  # unfinished
     for seed, (entropy, change) in enumerate([(0.75, 0.5), (0.85, 1.25)]):
         transfer = {"channel_weight_entropy": [entropy, entropy - 0.5], "lambda": [0.25, 2.0 + seed],
@@ -81,6 +82,7 @@ def test_aggregation_mean_std_table_csv_and_chart(tmp_path):
     assert fm["n"] == 3 and fm["seeds"] == [0, 1, 2]
     assert fm["mean"] == pytest.approx(0.6) and fm["std"] == pytest.approx(0.1)  # sample std, ddof 1
     assert fm["best_val_mean"] == pytest.approx(0.5) and fm["wall_seconds_mean"] == pytest.approx(20.0)
+    assert fm["wall_seconds_median"] == 20.0 and scratch["wall_seconds_median"] == 90.0
     assert aggregate.mean_std([1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.5, 1.2909944487358056))
 
     with open(tmp_path / "results.csv", encoding="utf-8") as f:
@@ -91,12 +93,36 @@ def test_aggregation_mean_std_table_csv_and_chart(tmp_path):
     assert [r["w_entropy"] for r in table if r["spec"] == "l2t_ww:all"] == ["0.5", "0.6"]
     markdown = (tmp_path / "results.md").read_text(encoding="utf-8")
     assert "| FM (single) | 60.00 ± 10.00 | 3 | 50.00 | — | — | — | 20 |" in markdown
-    assert "| Scratch | 81.25 | 1 | 50.00 | — | — | — | 10 |" in markdown
+    assert "| Scratch | 81.25 | 1 | 50.00 | — | — | — | 90 |" in markdown
     assert "| L2T-ww (all-to-all) | 90.00 ± 0.00 | 2 | 50.00 | 0.5500 | 0.25–3.00 | 1.250 | 10 |" in markdown
     assert markdown.index("| Scratch |") < markdown.index("| FM (single) |")
     assert "- seeds: 0, 1, 2" in markdown
     assert "Unfinished runs" in markdown and "Scratch, seed 1" in markdown
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cost_chart_places_each_method_at_its_median_wall_time(tmp_path, monkeypatch):
+    from matplotlib import axes  # pylint: disable=import-outside-toplevel
+
+    runs = str(tmp_path / "runs")
+    for seed, (accuracy, wall) in enumerate([(0.8, 60.0), (0.9, 600.0), (0.85, 120.0)]):  # seed 1 ran slowed
+        _fake_run(runs, "l2t_ww:all", "L2T-ww", seed, accuracy, wall=wall)
+    _fake_run(runs, "fm:all", "FM", 0, 0.7, wall=30.0)
+    drawn, original = {}, axes.Axes.errorbar
+
+    def record(self, x, y, *args, **kwargs):
+        if kwargs.get("fmt") == "o":  # the cost chart's points (results.png's bars call errorbar too)
+            drawn[round(x, 6)] = (round(y, 6), round(kwargs["yerr"], 6))
+        return original(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(axes.Axes, "errorbar", record)
+    aggregate.aggregate(str(tmp_path), title="cost")
+    assert drawn == {2.0: (85.0, 5.0), 0.5: (70.0, 0.0)}  # minutes: the median 120 s, not the mean 260 s
+    assert (tmp_path / "cost.png").exists()
+    shutil.rmtree(runs)
+    aggregate.aggregate(str(tmp_path), title="empty")
+    assert not (tmp_path / "cost.png").exists() and not (tmp_path / "results.png").exists()
 
 
 def test_runner_skips_finished_runs_and_refuses_runs_with_other_arguments(tmp_path):

@@ -1,4 +1,4 @@
-"""Collects the runs of `train.reproduce` into results.csv, results.md and results.png.
+"""Collects the runs of `train.reproduce` into results.csv, results.md, results.png and cost.png.
 
 Plain Python and matplotlib (no TensorFlow), so the table of a finished study can
 be rebuilt, or tested on hand-made files, in a second. A run is a directory
@@ -11,6 +11,7 @@ import csv
 import json
 import math
 import os
+import statistics
 
 RUN_FILE = "run.json"
 RESULTS_FILE = "results.json"
@@ -113,6 +114,7 @@ def summarize(runs, order=()):
             "std": std,
             "best_val_mean": mean_std(r["best_val_accuracy"] for r in group)[0],
             "wall_seconds_mean": mean_std(r["wall_seconds"] for r in group)[0],
+            "wall_seconds_median": statistics.median(r["wall_seconds"] for r in group),
             "w_entropy_mean": entropy,
             "lambda_range": lambda_range,
             "lambda_change_max": change,
@@ -134,7 +136,7 @@ def markdown_table(rows):
     """The per-method table (accuracies in %)."""
     lines = [
         "| method | test acc. at best val (%) | seeds | best val acc. (%) | w entropy | λ range | max Δλ "
-        "| wall time (s) |",
+        "| wall time (s, median) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -144,7 +146,7 @@ def markdown_table(rows):
         change = "—" if row.get("lambda_change_max") is None else f"{row['lambda_change_max']:.3f}"
         lines.append(
             f"| {row['label']} | {100 * row['mean']:.2f}{spread} | {row['n']} | "
-            f"{100 * row['best_val_mean']:.2f} | {entropy} | {lambdas} | {change} | {row['wall_seconds_mean']:.0f} |"
+            f"{100 * row['best_val_mean']:.2f} | {entropy} | {lambdas} | {change} | {row['wall_seconds_median']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -157,7 +159,8 @@ def write_markdown(rows, path, title, settings=(), unfinished=()):
         markdown_table(rows),
         "",
         "Test accuracy at the epoch of best validation accuracy (the paper's protocol, docs/method.md §4.5): "
-        "mean ± sample standard deviation (ddof 1) over the seeds; best val acc. and wall time are means. "
+        "mean ± sample standard deviation (ddof 1) over the seeds; best val acc. is a mean, wall time per run a "
+        "median (robust to one run slowed by other work on the machine). "
         "For L2T methods, where their meta-networks ended: w entropy is the mean normalised entropy of the "
         "channel weights (1 = uniform, where they start), λ range the pair weights' range over pairs and seeds, "
         "max Δλ the largest change of a pair weight since epoch 1.",
@@ -195,8 +198,33 @@ def plot(rows, path, title):
     plt.close(fig)
 
 
+def plot_cost(rows, path, title):
+    """cost.png: mean metric (± std) against each method's median wall time per run.
+
+    The median, not the mean, so that one run slowed by other work on the
+    machine does not move its method along the cost axis.
+    """
+    import matplotlib  # pylint: disable=import-outside-toplevel
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    for row in rows:
+        minutes, accuracy = row["wall_seconds_median"] / 60.0, 100 * row["mean"]
+        ax.errorbar(minutes, accuracy, yerr=100 * row["std"], fmt="o", capsize=4, color="#2f5f8f")
+        ax.annotate(row["label"], (minutes, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=7)
+    ax.set_xlabel("wall time per run, median over seeds (min)")
+    ax.set_ylabel("test accuracy at best val (%)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def aggregate(output_dir, *, results_dir=None, runs_subdir="runs", order=(), title="Results", settings=()):
-    """Writes results.csv, results.md and results.png; returns the summary rows.
+    """Writes results.csv, results.md, results.png and cost.png; returns the summary rows.
 
     Args:
         output_dir: The study directory; runs are found under `output_dir/runs_subdir`.
@@ -210,9 +238,10 @@ def aggregate(output_dir, *, results_dir=None, runs_subdir="runs", order=(), tit
     rows = summarize(finished, order)
     write_csv(finished, os.path.join(results_dir, "results.csv"))
     write_markdown(rows, os.path.join(results_dir, "results.md"), title, settings, unfinished)
-    chart = os.path.join(results_dir, "results.png")
-    if rows:
-        plot(rows, chart, title)
-    elif os.path.exists(chart):
-        os.remove(chart)  # no stale chart next to an empty table
+    for name, draw in (("results.png", plot), ("cost.png", plot_cost)):
+        chart = os.path.join(results_dir, name)
+        if rows:
+            draw(rows, chart, title)
+        elif os.path.exists(chart):
+            os.remove(chart)  # no stale chart next to an empty table
     return rows

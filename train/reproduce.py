@@ -16,8 +16,8 @@ running the same command again; a run directory holding other arguments is
 reported, never silently reused. With `--source=auto`, the source is pretrained
 once (`python -m train.pretrain_source`, into `--source_dir`) and shared by all
 runs and seeds. At the end `train.aggregate` writes `results.csv` (one row per
-run), `results.md` (mean ± std per method) and `results.png` into
-`--results_dir` (default: output_dir).
+run), `results.md` (mean ± std per method), `results.png` and `cost.png`
+(accuracy against wall time) into `--results_dir` (default: output_dir).
 
 Method specs are `method[:pairs][@flag=value...]`, pairs being `single`,
 `one_to_one`, `all` or explicit `m-n` pairs joined by `+` (e.g. `fm:14-4+9-3`),
@@ -336,7 +336,7 @@ def main(argv):
         settings=_settings(FLAGS.config, train_args, seeds, source_job, source_path),
     )
     print("\n" + aggregate.markdown_table(rows))
-    print(f"\nWrote results.csv, results.md and results.png to {results_dir}.")
+    print(f"\nWrote results.csv, results.md, results.png and cost.png to {results_dir}.")
     if failures:
         print(f"{len(failures)} run(s) failed:\n  " + "\n  ".join(failures), file=sys.stderr)
         sys.exit(1)
