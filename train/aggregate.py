@@ -209,15 +209,18 @@ def plot_cost(rows, path, title):
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
 
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    for row in rows:
+    # A colour and a legend entry per method: labels beside the points overlap when two cost the same.
+    fig, ax = plt.subplots(figsize=(6.0, 4.0 + 0.2 * len(rows)))
+    colors = plt.get_cmap("tab10").colors
+    for i, row in enumerate(rows):
         minutes, accuracy = row["wall_seconds_median"] / 60.0, 100 * row["mean"]
-        ax.errorbar(minutes, accuracy, yerr=100 * row["std"], fmt="o", capsize=4, color="#2f5f8f")
-        ax.annotate(row["label"], (minutes, accuracy), textcoords="offset points", xytext=(6, 4), fontsize=7)
+        ax.errorbar(minutes, accuracy, yerr=100 * row["std"], fmt="o", capsize=4, color=colors[i % len(colors)],
+                    label=row["label"])
     ax.set_xlabel("wall time per run, median over seeds (min)")
     ax.set_ylabel("test accuracy at best val (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
