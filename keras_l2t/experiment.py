@@ -79,6 +79,7 @@ class ExperimentConfig:
     first_order: bool = False
     meta_every: int = 1
     recompute_look_ahead: bool = False
+    full_precision_look_ahead: bool = True  # False: under mixed precision, a 16-bit look-ahead too (approximate)
     # Hand-crafted baselines (at, lwf, lwf_at), the values of the papers that introduced them:
     at_weight: float = 1e3  # β of attention transfer (Zagoruyko & Komodakis, 2017)
     lwf_weight: float = 1.0  # λ_o of LwF (Li & Hoiem, 2016)
@@ -121,6 +122,11 @@ class ExperimentConfig:
             raise InputError(
                 f"mixed_precision must be one of {precision.MIXED_PRECISION_POLICIES} or None, "
                 f"got {self.mixed_precision!r}."
+            )
+        if not self.full_precision_look_ahead and self.mixed_precision is None:
+            raise InputError(
+                "full_precision_look_ahead=False only applies under mixed precision (the look-ahead is float32 "
+                "anyway): set mixed_precision too, or drop it."
             )
         if self.jit_compile and self.strategy != "default":
             raise InputError(
@@ -226,6 +232,7 @@ def _build_model(config, splits, steps_per_epoch):
         first_order=config.first_order,
         meta_every=config.meta_every,
         recompute_look_ahead=config.recompute_look_ahead,
+        full_precision_look_ahead=config.full_precision_look_ahead,
     )
     meta_optimizer = None
     if model.uses_meta_learning:

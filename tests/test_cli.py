@@ -21,6 +21,7 @@ from train import main as train_main
 from train import presets
 from train import pretrain_source as train_pretrain
 from train import reproduce
+from train import run_dirs
 from train import startup
 from train.errors import run_reporting_errors
 
@@ -147,6 +148,37 @@ def test_a_folder_of_small_images_gets_the_32_pixel_setting_and_says_why(tmp_pat
                      "--method=scratch")[0]
     assert (train_flags.plan_from_flags(forced)[1].image_size, train_flags.plan_from_flags(forced)[1].target) == (
         64, "resnet18")
+
+
+def test_speed_fast_is_a_meta_step_every_fourth_step_and_refuses_a_contradicting_flag():
+    def look_ahead(*args):
+        base = train_flags.plan_from_flags(_parsed(train_flags.define_flags, "--method=l2t_ww", *args)[0])[1]
+        return base.inner_steps, base.first_order, base.meta_every
+
+    assert look_ahead() == (2, False, 1)
+    assert look_ahead("--speed=fast") == (2, False, 4)
+    assert look_ahead("--speed=fast", "--meta_every=4", "--inner_steps=1") == (1, False, 4)  # agreeing flags combine
+    assert look_ahead("--meta_every=2") == (2, False, 2)
+    with pytest.raises(InputError, match="--speed=fast sets --meta_every=4; drop --meta_every=2"):
+        look_ahead("--speed=fast", "--meta_every=2")
+    # A different look-ahead is a different configuration: its own run directory.
+    assert _model_dir("--speed=fast") != _model_dir()
+
+
+def test_a_16_bit_look_ahead_needs_mixed_precision_and_leaves_other_run_directories_alone():
+    def base(*args):
+        return train_flags.plan_from_flags(_parsed(train_flags.define_flags, "--method=l2t_ww", *args)[0])[1]
+
+    assert base().full_precision_look_ahead is True
+    assert base("--mixed_precision=mixed_bfloat16", "--nofull_precision_look_ahead").full_precision_look_ahead is False
+    with pytest.raises(InputError, match="only applies under mixed precision"):
+        base("--nofull_precision_look_ahead")
+    # The field came after runs existed: at its default it is left out of the run directory's hash.
+    default = base()
+    assert run_dirs.config_hash(default) == run_dirs.config_hash(
+        {k: v for k, v in dataclasses.asdict(default).items() if k != "full_precision_look_ahead" and k not in run_dirs.IGNORED_FIELDS})
+    assert _model_dir("--method=l2t_ww", "--mixed_precision=mixed_bfloat16") != _model_dir(
+        "--method=l2t_ww", "--mixed_precision=mixed_bfloat16", "--nofull_precision_look_ahead")
 
 
 def _model_dir(*args):
