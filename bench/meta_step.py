@@ -93,7 +93,7 @@ flags.DEFINE_boolean(
 )
 flags.DEFINE_enum(
     "mixed_precision", None, ["mixed_float16", "mixed_bfloat16"],
-    "Build every model under this dtype policy (the L2T-ww look-ahead stays float32).",
+    "Build every model under this dtype policy (the L2T-ww look-ahead stays float32, except in mode meta_16bit_look_ahead).",
 )
 flags.DEFINE_list("modes", list(DEFAULT_MODES), f"Modes to time, among {list(MODES)}.")
 flags.DEFINE_boolean("isolate_memory", False, "Run each mode in its own subprocess (adds per-mode peak RSS).")
