@@ -210,7 +210,7 @@ def plot_cost(rows, path, title):
     from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
 
     # A colour and a legend entry per method: labels beside the points overlap when two cost the same.
-    fig, ax = plt.subplots(figsize=(6.0, 4.0 + 0.2 * len(rows)))
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
     colors = plt.get_cmap("tab10").colors
     for i, row in enumerate(rows):
         minutes, accuracy = row["wall_seconds_median"] / 60.0, 100 * row["mean"]
@@ -220,9 +220,9 @@ def plot_cost(rows, path, title):
     ax.set_ylabel("test accuracy at best val (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, frameon=False)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.15), frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # grown to hold the legend below, whatever its labels' length
     plt.close(fig)
 
 
