@@ -140,6 +140,24 @@ def test_recomputed_meta_step_equals_the_recorded_one():
     assert keras_l2t.L2TWW.from_config(config).recompute_look_ahead
 
 
+def test_tf_recompute_grad_cannot_be_differentiated_twice():
+    # Why the meta step does not rematerialise layers with tf.recompute_grad (a memory lever of
+    # docs/profile.md): its gradient has no gradient of its own, and the meta-gradient needs one
+    # (H·v through every look-ahead step). If TensorFlow adds it, this fails: measure the lever then.
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(size=(2, 4, 4, 3)), tf.float32)
+    kernel = tf.Variable(rng.normal(size=(3, 3, 3, 2)).astype("float32"))
+    layer = tf.recompute_grad(lambda h: tf.nn.tanh(tf.nn.conv2d(h, kernel, 1, "SAME")))
+    with tf.GradientTape() as outer:
+        with tf.GradientTape() as inner:
+            loss = tf.reduce_sum(layer(x) ** 2)
+        grad = inner.gradient(loss, kernel)
+        assert grad is not None  # first order works
+        grad_sum = tf.reduce_sum(grad)
+    with pytest.raises(NotImplementedError, match="recompute_grad tried to transpose grad"):
+        outer.gradient(grad_sum, kernel)
+
+
 def test_first_order_differs_from_exact(float64):
     x, y = _batch()
     exact = _model().meta_gradients(x, y)
