@@ -31,7 +31,6 @@ bits; the meta-networks, the look-ahead and the meta-gradient stay float32
 """
 
 import contextlib
-
 import math
 
 import keras
