@@ -19,16 +19,17 @@ HASH_LENGTH = 8
 IGNORED_FIELDS = frozenset(checkpointing.RunDirectory("").ignored_flags) | {"model_dir"}
 
 
-# Fields added after runs existed, left out of the hash at these values: the runs they did not change keep
-# their directories (an older flags.json lacking them reads as these values, `experiment.run`).
-ADDED_FIELDS = {"full_precision_look_ahead": True}
+# Fields added after runs existed, left out of the hash at their dataclass default: the runs they did not change
+# keep their directories (an older flags.json lacking them reads as that default, `experiment.run`).
+ADDED_FIELDS = frozenset({"full_precision_look_ahead"})
 
 
 def _canonical(part):
     if dataclasses.is_dataclass(part):
+        defaults = {f.name: f.default for f in dataclasses.fields(part)}
         return {
             k: v for k, v in dataclasses.asdict(part).items()
-            if k not in IGNORED_FIELDS and not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+            if k not in IGNORED_FIELDS and not (k in ADDED_FIELDS and v == defaults[k])
         }
     return part
 
