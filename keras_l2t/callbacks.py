@@ -162,7 +162,8 @@ class ShortProgbarLogger(keras.callbacks.ProgbarLogger):
     An `L2TWW` logs over twenty figures per step (one λ per pair, entropies,
     norms); printed in full, a bar line wraps over many rows and cannot redraw.
     This bar shows the names in `shown` (present in the logs; in that order) and
-    nothing else; TensorBoard and history.csv still record every figure. Passed
+    nothing else, leaving out `meta_loss` while no meta step has been made in the
+    epoch (`meta_every > 1`); TensorBoard and history.csv still record every figure. Passed
     in `fit`'s callbacks, it replaces Keras' own bar and follows `fit`'s
     `verbose` (0 silent, 1 bar, 2 one line per epoch).
 
@@ -180,12 +181,25 @@ class ShortProgbarLogger(keras.callbacks.ProgbarLogger):
         super().__init__()
         self.shown = tuple(shown)
         self.epoch_lines = tuple(epoch_lines)
+        self._meta_step_seen = True
 
     def _short(self, logs):
         logs = logs or {}
-        return {name: logs[name] for name in self.shown if name in logs}
+        shown = {name: logs[name] for name in self.shown if name in logs}
+        # With `meta_every > 1` an epoch (or its first batches) may hold no meta step: its
+        # `meta_loss` is then the empty mean, 0, which would read as a perfect meta objective.
+        if not self._meta_step_seen:
+            shown.pop("meta_loss", None)
+        return shown
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        self._meta_step_seen = False
 
     def on_train_batch_end(self, batch, logs=None):
+        # Read per batch: the validation at the epoch's end resets the tracker before `on_epoch_end`.
+        meta_loss = getattr(self.model, "meta_loss_tracker", None)
+        self._meta_step_seen = self._meta_step_seen or (meta_loss is not None and float(meta_loss.count) > 0)
         super().on_train_batch_end(batch, self._short(logs))
 
     def on_test_batch_end(self, batch, logs=None):
