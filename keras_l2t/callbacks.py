@@ -198,8 +198,10 @@ class ShortProgbarLogger(keras.callbacks.ProgbarLogger):
 
     def on_train_batch_end(self, batch, logs=None):
         # Read per batch: the validation at the epoch's end resets the tracker before `on_epoch_end`.
+        # (convert_to_numpy: under tf.distribute the count is a sync-on-read variable, which float() refuses.)
         meta_loss = getattr(self.model, "meta_loss_tracker", None)
-        self._meta_step_seen = self._meta_step_seen or (meta_loss is not None and float(meta_loss.count) > 0)
+        if not self._meta_step_seen and meta_loss is not None:
+            self._meta_step_seen = float(keras.ops.convert_to_numpy(meta_loss.count)) > 0
         super().on_train_batch_end(batch, self._short(logs))
 
     def on_test_batch_end(self, batch, logs=None):

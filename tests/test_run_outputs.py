@@ -100,11 +100,12 @@ def test_progress_bar_shows_six_figures_in_both_verbose_modes(l2t_ww_fit):
     assert {f"lambda_{m}_{n}" for m, n in pairs} | {"channel_weight_entropy", "meta_gradient_norm"} <= keras_figures
 
 
-def test_progress_bar_leaves_out_the_meta_loss_of_an_epoch_without_a_meta_step():
-    # meta_every=4 with 2 steps per epoch: a meta step at step 1 (epoch 1), none in epoch 2 (steps 3, 4).
-    model = keras_l2t.L2TWW(tiny_backbone("source", (4, 5), seed=1), tiny_backbone("target", (3, 4), seed=2),
-                            pairs="all", mode="l2t_ww", meta_every=4)
-    model.compile(optimizer=SGD(0.1, momentum=0.9))
+def _short_bar_lines(meta_every, strategy=None):
+    """A tiny L2T-ww fitted 2 epochs of 2 steps with the short bar (verbose=2): its lines' figures and history."""
+    with strategy.scope() if strategy else contextlib.nullcontext():
+        model = keras_l2t.L2TWW(tiny_backbone("source", (4, 5), seed=1), tiny_backbone("target", (3, 4), seed=2),
+                                pairs="all", mode="l2t_ww", meta_every=meta_every)
+        model.compile(optimizer=SGD(0.1, momentum=0.9))
     rng = np.random.default_rng(0)
     x = rng.normal(size=(12, 8, 8, 3)).astype("float32")
     y = rng.integers(0, 3, 12).astype("int32")
@@ -112,10 +113,21 @@ def test_progress_bar_leaves_out_the_meta_loss_of_an_epoch_without_a_meta_step()
     with contextlib.redirect_stdout(stdout):
         history = model.fit(x[:8], y[:8], batch_size=4, epochs=2, shuffle=False, verbose=2,
                             validation_data=(x[8:], y[8:]), callbacks=[callbacks_lib.ShortProgbarLogger()])
-    lines = _figures_per_line(stdout.getvalue())
+    return _figures_per_line(stdout.getvalue()), history.history
+
+
+def test_progress_bar_leaves_out_the_meta_loss_of_an_epoch_without_a_meta_step():
+    # meta_every=4 with 2 steps per epoch: a meta step at step 1 (epoch 1), none in epoch 2 (steps 3, 4).
+    lines, history = _short_bar_lines(meta_every=4)
     assert len(lines) == 2 and "meta_loss" in lines[0] and "meta_loss" not in lines[1], lines
     assert "val_accuracy" in lines[1]
-    assert history.history["meta_loss"][0] > 0 and history.history["meta_loss"][1] == 0.0  # the log keeps it
+    assert history["meta_loss"][0] > 0 and history["meta_loss"][1] == 0.0  # the log keeps it
+
+
+def test_progress_bar_reads_the_meta_steps_under_a_strategy():
+    # Under tf.distribute the trackers are sync-on-read variables (float() refuses them).
+    lines, _ = _short_bar_lines(meta_every=1, strategy=tf.distribute.MirroredStrategy(["/cpu:0"]))
+    assert len(lines) == 2 and all("meta_loss" in figures for figures in lines), lines
 
 
 def test_history_keeps_every_figure_with_epochs_from_1(l2t_ww_fit):
