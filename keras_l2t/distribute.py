@@ -129,6 +129,19 @@ def replica_context():
     return context
 
 
+def strategy_replica_context():
+    """The replica context of a `tf.distribute` strategy, even of one replica; None outside any strategy.
+
+    Unlike `replica_context`, it includes a one-device `MirroredStrategy`:
+    its `merge_call` (which `optimizer.apply` makes) still refuses to run
+    inside a `tf.cond` branch, so code choosing whether to apply an optimizer
+    must know it is inside a strategy whatever the replica count.
+    """
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    return tf.distribute.get_replica_context()
+
+
 def _all_reduce(reduce_op, tensors):
     tensors = list(tensors)
     context = replica_context()

@@ -221,6 +221,9 @@ def experiment_runs(model_dir):
 CASES = {
     "l2t_ww": lambda: compare("l2t_ww"),
     "l2t_ww_meta_every": lambda: compare("l2t_ww", meta_every=2),
+    "l2t_ww_meta_every_one_device": lambda: compare(
+        "l2t_ww", meta_every=2, strategy=distribute.get_strategy("mirrored", ["/cpu:0"])
+    ),
     "l2t_ww_recompute": lambda: compare("l2t_ww", recompute_look_ahead=True),
     "l2t_ww_per_replica_look_ahead": lambda: compare("l2t_ww", per_replica_look_ahead=True),
     "fm": lambda: compare("fm"),

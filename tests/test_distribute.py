@@ -35,8 +35,8 @@ def _run_case(name, *args):
     return json.loads(process.stdout.strip().splitlines()[-1])
 
 
-def _assert_equal_to_one_device(result, tolerance):
-    assert result["replicas"] == 2
+def _assert_equal_to_one_device(result, tolerance, replicas=2):
+    assert result["replicas"] == replicas
     assert result["replicas_agree"], "replicas hold different copies of a variable"
     assert not result["missing_logs"], result["missing_logs"]
     assert result["updates"].get("source", 0.0) == 0.0
@@ -63,6 +63,15 @@ def test_two_replicas_equal_one_device_with_meta_every():
     result = _run_case("l2t_ww_meta_every")
     _assert_equal_to_one_device(result, EXACT)
     assert result["meta_steps"] == [1, 1]  # a meta step on step 0, none on step 1
+
+
+def test_meta_every_under_a_one_device_mirrored_strategy():
+    # `--strategy=mirrored --speed=fast` on one GPU: a single replica still
+    # needs the cross-replica condition (a merge_call inside a tf.cond branch
+    # raised a RuntimeError before), and gives the plain model's step.
+    result = _run_case("l2t_ww_meta_every_one_device")
+    _assert_equal_to_one_device(result, EXACT, replicas=1)
+    assert result["meta_steps"] == [1, 1]
 
 
 @pytest.mark.large

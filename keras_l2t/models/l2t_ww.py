@@ -460,9 +460,10 @@ class L2TWW(SourceTargetModel):
         return objective
 
     def _meta_update_if_due_across_replicas(self, due, x, y, learning_rate):
-        """`meta_every > 1` on several replicas: the meta update only on due steps.
+        """`meta_every > 1` under a strategy: the meta update only on due steps.
 
-        A `tf.cond` inside a replica cannot hold cross-replica all-reduces, so
+        A `tf.cond` inside a replica cannot hold a `merge_call` (the meta
+        optimizer's `apply` makes one, on any replica count, one included), so
         the condition is taken in cross-replica context (as Keras'
         `LossScaleOptimizer` does) and the due branch runs the meta update on
         every replica again; it recomputes the source statistics there.
@@ -481,7 +482,7 @@ class L2TWW(SourceTargetModel):
                 lambda: None,
             )
 
-        distribute.replica_context().merge_call(merge_fn, args=(due, x, y, learning_rate))
+        distribute.strategy_replica_context().merge_call(merge_fn, args=(due, x, y, learning_rate))
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -516,7 +517,7 @@ class L2TWW(SourceTargetModel):
                 self._meta_update(x, y, statistics, meta_outputs, phi_tape, learning_rate)
             else:
                 due = tf.equal((self.optimizer.iterations - 1) % self.meta_every, 0)
-                if distribute.replica_context() is None:
+                if distribute.strategy_replica_context() is None:
                     tf.cond(
                         due,
                         lambda: self._meta_update(x, y, statistics, meta_outputs, phi_tape, learning_rate),
