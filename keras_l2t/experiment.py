@@ -76,6 +76,8 @@ class ExperimentConfig:
     inner_steps: int = 2
     meta_lr: float | None = None  # None: auto, optimizers.auto_meta_learning_rate of the run's meta-steps
     meta_weight_decay: float = 1e-4
+    meta_warmup_epochs: int = 0  # the meta learning rate rises linearly from 0 over these epochs' meta-steps
+    pair_weight_init: float = 1.0  # the where-nets' initial bias (official --loss-weight-init): λ starts near it
     first_order: bool = False
     meta_every: int = 1
     recompute_look_ahead: bool = False
@@ -110,6 +112,8 @@ class ExperimentConfig:
             raise InputError(f"method {self.method!r} needs a source network (source=PATH or a named source).")
         if min(self.meta_lr or 0.0, self.meta_weight_decay, self.beta, self.inner_steps) < 0:
             raise InputError("meta_lr, meta_weight_decay, beta and inner_steps must be >= 0.")
+        if self.meta_warmup_epochs < 0 or self.pair_weight_init < 0:
+            raise InputError("meta_warmup_epochs and pair_weight_init must be >= 0.")
         if self.meta_every < 1:
             raise InputError(f"meta_every must be >= 1, got {self.meta_every}.")
         if self.at_weight < 0 or self.lwf_weight < 0 or self.lwf_temperature <= 0:
@@ -164,6 +168,23 @@ def meta_learning_rate(config, steps_per_epoch):
     if config.meta_lr is not None:
         return config.meta_lr
     return optimizers.auto_meta_learning_rate(meta_steps(config, steps_per_epoch))
+
+
+def meta_optimizer(config, steps_per_epoch):
+    """Adam with coupled L2 (the official meta optimizer), after an optional linear warm-up of its rate.
+
+    The warm-up counts meta-steps (the meta optimizer's own iterations): the
+    rate rises from 0 over the first `meta_warmup_epochs` epochs' meta-updates,
+    then stays at `meta_learning_rate`.
+    """
+    learning_rate = meta_learning_rate(config, steps_per_epoch)
+    warmup_steps = -(-steps_per_epoch * config.meta_warmup_epochs // config.meta_every)
+    if warmup_steps > 0:
+        # CosineDecay's warm-up, then a cosine with alpha = 1, which is constant.
+        learning_rate = keras.optimizers.schedules.CosineDecay(
+            0.0, decay_steps=1, alpha=1.0, warmup_target=learning_rate, warmup_steps=warmup_steps
+        )
+    return optimizers.AdamL2(learning_rate, weight_decay=config.meta_weight_decay)
 
 
 def target_optimizer(config, steps_per_epoch):
@@ -233,14 +254,11 @@ def _build_model(config, splits, steps_per_epoch):
         meta_every=config.meta_every,
         recompute_look_ahead=config.recompute_look_ahead,
         full_precision_look_ahead=config.full_precision_look_ahead,
+        pair_weight_init=config.pair_weight_init,
     )
-    meta_optimizer = None
-    if model.uses_meta_learning:
-        meta_optimizer = optimizers.AdamL2(
-            meta_learning_rate(config, steps_per_epoch), weight_decay=config.meta_weight_decay
-        )
     model.compile(
-        optimizer=target_optimizer(config, steps_per_epoch), meta_optimizer=meta_optimizer,
+        optimizer=target_optimizer(config, steps_per_epoch),
+        meta_optimizer=meta_optimizer(config, steps_per_epoch) if model.uses_meta_learning else None,
         jit_compile=config.jit_compile,
     )
     return model

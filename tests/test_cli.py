@@ -26,6 +26,9 @@ from train import startup
 from train.errors import run_reporting_errors
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# ExperimentConfig fields added after run directories existed (the hash of a config at their defaults is the
+# hash of one without them).
+LATER_FIELDS = ("full_precision_look_ahead", "meta_warmup_epochs", "pair_weight_init")
 TINY = ["--method=scratch", "--epochs=1", "--steps_per_epoch=1", "--width=0.125", "--verbose=0"]
 
 
@@ -176,9 +179,29 @@ def test_a_16_bit_look_ahead_needs_mixed_precision_and_leaves_other_run_director
     # The field came after runs existed: at its default it is left out of the run directory's hash.
     default = base()
     assert run_dirs.config_hash(default) == run_dirs.config_hash(
-        {k: v for k, v in dataclasses.asdict(default).items() if k != "full_precision_look_ahead" and k not in run_dirs.IGNORED_FIELDS})
+        {k: v for k, v in dataclasses.asdict(default).items() if k not in LATER_FIELDS and k not in run_dirs.IGNORED_FIELDS})
     assert _model_dir("--method=l2t_ww", "--mixed_precision=mixed_bfloat16") != _model_dir(
         "--method=l2t_ww", "--mixed_precision=mixed_bfloat16", "--nofull_precision_look_ahead")
+
+
+def test_meta_warmup_and_where_net_bias_flags_reach_the_config_and_the_run_directory():
+    def base(*args):
+        return train_flags.plan_from_flags(_parsed(train_flags.define_flags, "--method=l2t_ww", *args)[0])[1]
+
+    assert (base().meta_warmup_epochs, base().pair_weight_init) == (0, 1.0)  # official: none, 1.0
+    assert (base("--meta_warmup_epochs=3", "--pair_weight_init=0.5").meta_warmup_epochs,
+            base("--pair_weight_init=0.5").pair_weight_init) == (3, 0.5)
+    with pytest.raises(InputError, match="meta_warmup_epochs and pair_weight_init must be >= 0"):
+        base("--pair_weight_init=-1")
+    # Added after runs existed: at their defaults they leave the run directory's hash as it was.
+    default = base()
+    assert run_dirs.config_hash(default) == run_dirs.config_hash({
+        k: v for k, v in dataclasses.asdict(default).items()
+        if k not in LATER_FIELDS and k not in run_dirs.IGNORED_FIELDS
+    })
+    dirs = {_model_dir("--method=l2t_ww"), _model_dir("--method=l2t_ww", "--meta_warmup_epochs=2"),
+            _model_dir("--method=l2t_ww", "--pair_weight_init=0.5")}
+    assert len(dirs) == 3
 
 
 def _model_dir(*args):

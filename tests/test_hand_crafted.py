@@ -12,6 +12,7 @@ import tensorflow as tf
 
 import keras_l2t
 from keras_l2t import experiment, losses
+from keras_l2t.errors import InputError
 from keras_l2t.models import HandCraftedTransfer
 from tests.toy_backbones import tiny_backbone
 
@@ -231,6 +232,27 @@ def test_every_method_builds_through_the_experiment(saved_source, tmp_path, meth
         if model.lwf_head is not None:
             assert model.lwf_head.units == 7  # the source's classes
     assert isinstance(model.optimizer, keras_l2t.optimizers.SGD)
+
+
+def test_meta_warmup_and_where_net_bias_reach_the_built_model(saved_source, tmp_path):
+    base = experiment.ExperimentConfig(
+        model_dir=str(tmp_path), target="vgg9_bn", width=0.125, source=saved_source, method="l2t_ww", meta_lr=1e-2
+    )
+    splits = types.SimpleNamespace(image_size=32, num_classes=3)
+    plain = experiment.build_model(base, splits, steps_per_epoch=5)
+    assert plain.meta_optimizer.get_config()["learning_rate"] == pytest.approx(1e-2)  # no schedule
+    assert all(float(net.dense.bias.numpy()[0]) == 1.0 for net in plain.pair_weight_nets)
+
+    # 2 epochs of 5 steps, a meta step every 2nd: a warm-up over 5 meta-steps.
+    config = dataclasses.replace(base, meta_warmup_epochs=2, meta_every=2, pair_weight_init=0.25)
+    model = experiment.build_model(config, splits, steps_per_epoch=5)
+    schedule = model.meta_optimizer._learning_rate  # pylint: disable=protected-access
+    rates = [float(schedule(step)) for step in (0, 2, 5, 6, 1000)]
+    assert rates == pytest.approx([0.0, 4e-3, 1e-2, 1e-2, 1e-2])
+    assert all(np.all(net.dense.bias.numpy() == 0.25) for net in model.pair_weight_nets)
+    assert len(model.pair_weight_nets) == len(model.pairs)
+    with pytest.raises(InputError, match="meta_warmup_epochs and pair_weight_init"):
+        dataclasses.replace(base, meta_warmup_epochs=-1)
 
 
 def test_config_resolves_pairs_per_method_and_validates_weights(tmp_path):

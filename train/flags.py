@@ -42,7 +42,8 @@ HELP_GROUPS = (
         "epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "repeats", "steps_per_epoch",
     )),
     ("Method, transfer and meta-learning", (
-        "method", "pairs", "beta", "inner_steps", "meta_lr", "meta_weight_decay", "speed", "first_order",
+        "method", "pairs", "beta", "inner_steps", "meta_lr", "meta_weight_decay", "meta_warmup_epochs",
+        "pair_weight_init", "speed", "first_order",
         "meta_every", "recompute_look_ahead", "full_precision_look_ahead", "at_weight", "lwf_weight", "lwf_temperature",
     )),
     ("Runtime and output", (
@@ -231,6 +232,16 @@ def define_flags(fv):
     flags.DEFINE_float(
         "meta_weight_decay", 1e-4, "L2 weight decay of the meta-networks (coupled, as in PyTorch).", flag_values=fv
     )
+    flags.DEFINE_integer(
+        "meta_warmup_epochs", 0,
+        "Epochs over which the meta learning rate rises linearly from 0 to --meta_lr (0: none, as official).",
+        flag_values=fv,
+    )
+    flags.DEFINE_float(
+        "pair_weight_init", 1.0,
+        "Initial bias of the where-nets, so λ starts near it (official --loss-weight-init, 1.0).",
+        flag_values=fv,
+    )
     flags.DEFINE_bool(
         "first_order", False, "Cheaper meta-gradient that drops the Hessian-in-θ terms.", flag_values=fv
     )
@@ -387,6 +398,8 @@ def plan_from_flags(flag_values):
         inner_steps=look_ahead["inner_steps"],
         meta_lr=meta_lr_value(flag_values.meta_lr),
         meta_weight_decay=flag_values.meta_weight_decay,
+        meta_warmup_epochs=flag_values.meta_warmup_epochs,
+        pair_weight_init=flag_values.pair_weight_init,
         first_order=look_ahead["first_order"],
         meta_every=look_ahead["meta_every"],
         recompute_look_ahead=flag_values.recompute_look_ahead,
