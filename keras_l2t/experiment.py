@@ -114,6 +114,13 @@ class ExperimentConfig:
             raise InputError("meta_lr, meta_weight_decay, beta and inner_steps must be >= 0.")
         if self.meta_warmup_epochs < 0 or self.pair_weight_init < 0:
             raise InputError("meta_warmup_epochs and pair_weight_init must be >= 0.")
+        if self.meta_warmup_epochs > self.epochs:
+            raise InputError(f"meta_warmup_epochs ({self.meta_warmup_epochs}) is longer than the run ({self.epochs} epochs).")
+        if self.pair_weight_init >= 6:
+            raise InputError(
+                f"pair_weight_init must be below 6, got {self.pair_weight_init}: the where-nets' ReLU6 has no "
+                "gradient there, so λ could never move."
+            )
         if self.meta_every < 1:
             raise InputError(f"meta_every must be >= 1, got {self.meta_every}.")
         if self.at_weight < 0 or self.lwf_weight < 0 or self.lwf_temperature <= 0:
@@ -173,9 +180,11 @@ def meta_learning_rate(config, steps_per_epoch):
 def meta_optimizer(config, steps_per_epoch):
     """Adam with coupled L2 (the official meta optimizer), after an optional linear warm-up of its rate.
 
-    The warm-up counts meta-steps (the meta optimizer's own iterations): the
-    rate rises from 0 over the first `meta_warmup_epochs` epochs' meta-updates,
-    then stays at `meta_learning_rate`.
+    The warm-up counts meta-steps (the meta optimizer's own iterations): over
+    the first W = `meta_warmup_epochs` epochs' meta-updates, update k (from 0)
+    runs at k/W of `meta_learning_rate` (so update 0 only feeds Adam's
+    moments), then the rate stays there. `auto` does not compensate: the
+    warm-up shortens the meta-networks' travel by about W/2 steps.
     """
     learning_rate = meta_learning_rate(config, steps_per_epoch)
     warmup_steps = -(-steps_per_epoch * config.meta_warmup_epochs // config.meta_every)
@@ -477,6 +486,8 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             "pairs": config.pairs if config.method in TRANSFER_METHODS else None,
             "width": config.width,
             "meta_lr": meta_learning_rate(config, steps_per_epoch) if config.method in ("l2t_w", "l2t_ww") else None,
+            "meta_warmup_epochs": config.meta_warmup_epochs if config.method in ("l2t_w", "l2t_ww") else None,
+            "pair_weight_init": config.pair_weight_init if config.method in ("l2t_ww", "l2t_ww_frozen") else None,
             "image_size": splits.image_size,
             "class_names": list(splits.class_names),  # of the outputs, in order (after `classes` relabelling)
             "inference_model": inference_model,

@@ -131,9 +131,10 @@ def _digest(model):
 def compare(
     method, meta_every=1, per_replica_look_ahead=False, policy="float64", recompute_look_ahead=False, strategy=None
 ):
-    """Max relative difference of each group's update (and of each log) between 1 and 2 replicas.
+    """Max relative difference of each group's update (and of each log) between one device and `strategy`.
 
-    `strategy`: the 2-replica strategy; default mirrored over this process's two logical CPUs.
+    `strategy`: default mirrored over this process's two logical CPUs (2 replicas); the one-replica
+    case passes a one-device mirrored strategy.
     """
     keras.config.set_floatx("float64" if policy == "float64" else "float32")
     floor = 1e-6 if policy == "float64" else 1e-2  # 16-bit rounding noise is far larger

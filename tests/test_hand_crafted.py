@@ -253,6 +253,10 @@ def test_meta_warmup_and_where_net_bias_reach_the_built_model(saved_source, tmp_
     assert len(model.pair_weight_nets) == len(model.pairs)
     with pytest.raises(InputError, match="meta_warmup_epochs and pair_weight_init"):
         dataclasses.replace(base, meta_warmup_epochs=-1)
+    with pytest.raises(InputError, match="longer than the run"):
+        dataclasses.replace(base, meta_warmup_epochs=base.epochs + 1)
+    with pytest.raises(InputError, match="ReLU6 has no gradient"):
+        dataclasses.replace(base, pair_weight_init=6.0)
 
 
 def test_config_resolves_pairs_per_method_and_validates_weights(tmp_path):

@@ -55,9 +55,11 @@ def test_default_demo_runs_every_method_and_prints_the_table(tmp_path):
             assert os.path.isdir(os.path.join(run_dir, "tensorboard"))
     l2t_ww = _results(os.path.join(model_dir, "l2t_ww", "seed0"))
     assert l2t_ww["source"].endswith("source.keras") and l2t_ww["meta_lr"] == 1e-2
+    assert (l2t_ww["meta_warmup_epochs"], l2t_ww["pair_weight_init"]) == (0, 1.0)  # the official behaviour
     assert len(l2t_ww["transfer"]["lambda"]) == len(l2t_ww["transfer"]["pairs"]) == 15  # 3 source x 5 target taps
     frozen = _results(os.path.join(model_dir, "l2t_ww_frozen", "seed0"))
     assert frozen["transfer"]["lambda_change_max"] == 0.0 and frozen["meta_lr"] is None
+    assert (frozen["meta_warmup_epochs"], frozen["pair_weight_init"]) == (None, 1.0)  # where-nets, no meta step
     assert "meta-networks: w entropy mean" in run.stdout  # the line after each L2T-ww epoch
     with open(os.path.join(model_dir, "comparison.md"), encoding="utf-8") as f:
         assert "L2T-ww's meta-networks" in f.read()
