@@ -202,6 +202,10 @@ def test_meta_warmup_and_where_net_bias_flags_reach_the_config_and_the_run_direc
     dirs = {_model_dir("--method=l2t_ww"), _model_dir("--method=l2t_ww", "--meta_warmup_epochs=2"),
             _model_dir("--method=l2t_ww", "--pair_weight_init=0.5")}
     assert len(dirs) == 3
+    # Fixed references: the directories these configurations had before the fields existed (00425cf), so
+    # that users' finished runs are found again after an upgrade.
+    assert _model_dir("--method=l2t_ww") == os.path.join("runs", "digits-l2t_ww-38c88930")
+    assert _model_dir() == os.path.join("runs", "digits-scratch_fm_l2t_ww_frozen_l2t_ww-097f1d42")
 
 
 def _model_dir(*args):
