@@ -121,9 +121,7 @@ def num_replicas_in_sync():
 
 def replica_context():
     """The replica context while running in one of several replicas, else None."""
-    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
-        return None
-    context = tf.distribute.get_replica_context()
+    context = strategy_replica_context()
     if context is None or context.num_replicas_in_sync <= 1:
         return None
     return context

@@ -165,9 +165,10 @@ def versions():
     }
 
 
-def meta_steps(config, steps_per_epoch):
-    """How many meta-updates the run makes (every `meta_every`-th of its steps)."""
-    return -(-steps_per_epoch * config.epochs // config.meta_every)
+def meta_steps(config, steps_per_epoch, epochs=None):
+    """How many meta-updates the run (or its first `epochs` epochs) makes: every `meta_every`-th step."""
+    epochs = config.epochs if epochs is None else epochs
+    return -(-steps_per_epoch * epochs // config.meta_every)
 
 
 def meta_learning_rate(config, steps_per_epoch):
@@ -187,7 +188,7 @@ def meta_optimizer(config, steps_per_epoch):
     warm-up shortens the meta-networks' travel by about W/2 steps.
     """
     learning_rate = meta_learning_rate(config, steps_per_epoch)
-    warmup_steps = -(-steps_per_epoch * config.meta_warmup_epochs // config.meta_every)
+    warmup_steps = meta_steps(config, steps_per_epoch, epochs=config.meta_warmup_epochs)
     if warmup_steps > 0:
         # CosineDecay's warm-up, then a cosine with alpha = 1, which is constant.
         learning_rate = keras.optimizers.schedules.CosineDecay(
