@@ -76,3 +76,52 @@ def test_auto_meta_learning_rate_keeps_the_official_rate_for_paper_length_runs()
     assert optimizers.auto_meta_learning_rate(60) == optimizers.auto_meta_learning_rate(1) == 1e-2  # the cap
     with pytest.raises(ValueError):
         optimizers.auto_meta_learning_rate(0)
+
+
+def _torch_adam_reference(theta, grads_per_step, lr, weight_decay, beta_1=0.9, beta_2=0.999, eps=1e-8, amsgrad=False):
+    """torch.optim.Adam (coupled weight decay, foreach=False), written out in NumPy float64."""
+    theta = np.array(theta, dtype=np.float64)
+    m, v, v_max = np.zeros_like(theta), np.zeros_like(theta), np.zeros_like(theta)
+    for step, grad in enumerate(grads_per_step, 1):
+        g = np.asarray(grad, dtype=np.float64) + weight_decay * theta
+        m = beta_1 * m + (1 - beta_1) * g
+        v = beta_2 * v + (1 - beta_2) * g * g
+        v_max = np.maximum(v_max, v)
+        denominator = np.sqrt(v_max if amsgrad else v) / math.sqrt(1 - beta_2**step) + eps
+        theta = theta - lr / (1 - beta_1**step) * m / denominator
+    return theta
+
+
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_l2_is_torch_adam_in_float64(amsgrad):
+    # Gradients from 1e-9 to 1: Keras' rule (eps before the bias correction) moves the
+    # tiny ones about 30x less than torch at step 1; the torch rule must agree to round-off.
+    rng = np.random.default_rng(0)
+    theta0 = rng.standard_normal(64)
+    grads = [rng.standard_normal(64) * np.logspace(-9, 0, 64) for _ in range(5)]
+    var = keras.Variable(theta0, dtype="float64")
+    optimizer = optimizers.AdamL2(2.0**-7, weight_decay=1e-4, amsgrad=amsgrad)  # a float32 rate, exactly
+    for grad in grads:
+        optimizer.apply_gradients([(tf.constant(grad), var)])
+    expected = _torch_adam_reference(theta0, grads, 2.0**-7, 1e-4, amsgrad=amsgrad)
+    np.testing.assert_allclose(var.numpy() - theta0, expected - theta0, rtol=1e-12, atol=1e-16)
+
+
+def test_adam_l2_is_torch_adam_in_float32():
+    # float32 variables, but 1 - 0.999 and 0.999 ** t in float64 (torch computes them in Python).
+    theta0 = np.zeros(6, np.float32)
+    grad = np.array([1e-9, -5.7e-8, 1e-6, -1e-3, 0.5, -2.0], np.float32)
+    var = keras.Variable(theta0, dtype="float32")
+    optimizers.AdamL2(1e-2, weight_decay=0.0).apply_gradients([(tf.constant(grad), var)])
+    expected = _torch_adam_reference(theta0, [grad.astype(np.float64)], 1e-2, 0.0)
+    np.testing.assert_allclose(var.numpy(), expected, rtol=2e-7)
+    assert abs(var.numpy()[1] - 8.5e-3) < 1e-5  # torch's 5.7/6.7 lr; Keras' rule gives 1.5e-3 for g = -5.7e-8
+
+
+def test_adam_l2_config_round_trip():
+    optimizer = optimizers.AdamL2(3e-4, weight_decay=2e-4, beta_2=0.99, epsilon=1e-6, amsgrad=True)
+    restored = optimizers.AdamL2.from_config(optimizer.get_config())
+    assert restored.coupled_weight_decay == 2e-4 and restored.weight_decay is None
+    assert (restored.beta_2, restored.epsilon, restored.amsgrad) == (0.99, 1e-6, True)
+    with pytest.raises(ValueError):
+        optimizers.AdamL2(1e-4, weight_decay=-1.0)
