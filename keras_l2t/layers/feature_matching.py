@@ -1,21 +1,45 @@
 """Feature matching between one source layer and one target layer (docs/method.md §3)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_l2t import initializers
 from keras_l2t.losses import at_least_float32
 
 
-def resize_to(feature, height, width):
-    """Bilinearly resizes an NHWC map to (height, width) (PyTorch align_corners=False).
+def bilinear_resize_matrix(size_in, size_out):
+    """(size_out, size_in) NumPy matrix of a 1-D bilinear resize, PyTorch's `align_corners=False` rule.
 
-    No-op when the size already matches. `ops.image.resize` (no antialias)
-    equals `F.interpolate(mode='bilinear')` for the ×2^k ratios used here.
+    Output o samples the input at s = (o + ½)·size_in/size_out − ½, clamped to
+    [0, size_in − 1], weighting floor(s) and floor(s) + 1 linearly; no
+    antialiasing when shrinking (as `F.interpolate(mode='bilinear')`).
+    """
+    matrix = np.zeros((size_out, size_in))
+    scale = size_in / size_out
+    for out in range(size_out):
+        position = max((out + 0.5) * scale - 0.5, 0.0)
+        low = min(int(position), size_in - 1)
+        high = min(low + 1, size_in - 1)
+        fraction = position - low
+        matrix[out, low] += 1.0 - fraction
+        matrix[out, high] += fraction
+    return matrix
+
+
+def resize_to(feature, height, width):
+    """Bilinearly resizes an NHWC map to (height, width) in its own dtype (PyTorch align_corners=False).
+
+    No-op when the size already matches. Written as two small matrix products
+    instead of `ops.image.resize`, which TensorFlow computes in float32 whatever
+    the input: a float64 run stays float64 end to end (docs/method.md §4.8).
     """
     if tuple(feature.shape[1:3]) == (height, width):
         return feature
-    return ops.image.resize(feature, (height, width), interpolation="bilinear", antialias=False)
+    rows = ops.convert_to_tensor(bilinear_resize_matrix(int(feature.shape[1]), height), feature.dtype)
+    columns = ops.convert_to_tensor(bilinear_resize_matrix(int(feature.shape[2]), width), feature.dtype)
+    feature = ops.einsum("oh,bhwc->bowc", rows, feature)
+    return ops.einsum("ow,bhwc->bhoc", columns, feature)
 
 
 @keras.saving.register_keras_serializable(package="keras_l2t")
