@@ -11,9 +11,11 @@ One `train_step` (docs/method.md §4.1) on a batch (x, y):
    functionally (`stateless_call` on tensors, never `assign`), then the outer
    loss CE(f_{θ_{T+1}}(x), y). Its gradient with respect to w and λ (nested
    `tf.GradientTape`s: exact second order), chained to φ, feeds one
-   meta-optimizer step. The
-   look-ahead tensors are dropped: θ keeps only the real step (the official
-   rollback).
+   meta-optimizer step. The look-ahead tensors are dropped: θ keeps only
+   the real step (the official rollback).
+4. BatchNorm running statistics are updated a second time from the same
+   batch at the updated θ, as the official `meta_backward` does when it
+   replays the first look-ahead step (`second_statistics_update`).
 
 Modes: "l2t_ww" (learned w and λ), "l2t_w" (learned w, λ = 1), "fm"
 (unweighted feature matching, no meta-networks, no look-ahead). With
@@ -77,6 +79,14 @@ class L2TWW(SourceTargetModel):
         learn_meta_networks: False keeps w and λ at their initial values (no
             look-ahead, no meta step; the same θ updates as a meta learning
             rate of 0, at the cost of feature matching).
+        second_statistics_update: After the meta step, update the target's
+            BatchNorm running statistics a second time from the same batch at
+            the updated θ (True, default: the official code's `meta_backward`
+            replays the first look-ahead step in training mode and keeps its
+            statistics). False updates them once per step, from the real step
+            only. Only what uses running statistics changes (evaluation,
+            export); the frozen control does it too, so that it stays the
+            run at meta learning rate 0. Not in mode "fm" (no meta step).
         full_precision_look_ahead: Under a mixed dtype policy, run the
             look-ahead at the variable dtype (True, default: exact to float32
             round-off) or in the policy's 16-bit compute dtype (False: faster
@@ -107,6 +117,7 @@ class L2TWW(SourceTargetModel):
         recompute_look_ahead=False,
         learn_meta_networks=True,
         full_precision_look_ahead=True,
+        second_statistics_update=True,
         **kwargs,
     ):
         super().__init__(source, target, **kwargs)
@@ -125,6 +136,7 @@ class L2TWW(SourceTargetModel):
         self.pair_weight_init = float(pair_weight_init)
         self.learn_meta_networks = bool(learn_meta_networks)
         self.full_precision_look_ahead = bool(full_precision_look_ahead)
+        self.second_statistics_update = bool(second_statistics_update)
 
         source_channels, target_channels = source.feature_channels, target.feature_channels
         # The meta-networks are tiny and their gradients are the meta-gradient:
@@ -319,6 +331,17 @@ class L2TWW(SourceTargetModel):
                 )
         return logits, matching, new_non_trainable
 
+    def _update_statistics_again(self, x):
+        """The official second BatchNorm-statistics update: a training-mode forward at the current θ."""
+        theta, _, non_trainable = self._current_state()
+        _, _, new_non_trainable = self._forward(theta, non_trainable, x, None, None, None, with_matching=False)
+        for variable, value in zip(self.target.non_trainable_variables, new_non_trainable):
+            variable.assign(value)
+
+    @property
+    def _updates_statistics_twice(self):
+        return self.second_statistics_update and self.has_meta_networks
+
     def _sgd_step(self, theta, grads, buffers, learning_rate):
         optimizer = self.theta_optimizer
         return sgd_momentum_step(
@@ -455,6 +478,8 @@ class L2TWW(SourceTargetModel):
         loss_scale = ops.cast(self.meta_optimizer.scale_loss(1.0), grads[0].dtype)
         gradient_norm = tf.linalg.global_norm(distribute.all_reduce_sum(grads)) / loss_scale
         self.meta_optimizer.apply(grads, self.meta_variables)
+        if self._updates_statistics_twice:
+            self._update_statistics_again(x)
         self.meta_loss_tracker.update_state(objective)
         self.meta_gradient_norm_tracker.update_state(gradient_norm)
         return objective
@@ -525,6 +550,8 @@ class L2TWW(SourceTargetModel):
                     )
                 else:
                     self._meta_update_if_due_across_replicas(due, x, y, tf.convert_to_tensor(learning_rate))
+        elif self._updates_statistics_twice:
+            self._update_statistics_again(x)  # the frozen control: as a meta learning rate of 0
 
         batch_size = ops.shape(y)[0]
         self._loss_tracker.update_state(loss, sample_weight=batch_size)
@@ -581,6 +608,7 @@ class L2TWW(SourceTargetModel):
                 "pair_weight_init": self.pair_weight_init,
                 "learn_meta_networks": self.learn_meta_networks,
                 "full_precision_look_ahead": self.full_precision_look_ahead,
+                "second_statistics_update": self.second_statistics_update,
             }
         )
         return config
