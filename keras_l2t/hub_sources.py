@@ -3,10 +3,18 @@
 The 224 setting of the paper transfers from torchvision's ImageNet ResNet-34,
 which timm publishes as `resnet34.tv_in1k`; keras-hub converts timm checkpoints
 on loading, so `hub_source("hf://timm/resnet34.tv_in1k")` (short name
-`resnet34_imagenet`) is that network as a keras_l2t `Backbone`. Its taps are the
-backbone's feature-pyramid outputs (P2…P5 for a ResNet: the four stage outputs
-that the official code matches, docs/method.md §1.1) and its logits come from
+`resnet34_imagenet`) is that network as a keras_l2t `Backbone`, its logits from
 the preset's classification head.
+
+Taps of a keras-hub ResNet are numbered as the official code
+(`forward_with_features` of models/resnet_ilsvrc.py) and `backbones.resnet34`
+number them: 0 is the stem after its ReLU, before the max-pool (stride 2), and
+1–4 are the four stage outputs, keras-hub's pyramid outputs P2–P5 (strides 4,
+8, 16, 32); pairs such as "all" draw from 1–4 (docs/method.md §1.1). So tap k
+of `resnet34_imagenet` is the same tensor as tap k of `backbones.resnet34` with
+the same weights, and `3-3` means the same pair for either source. Other
+keras-hub backbones are tapped at their pyramid outputs in level order,
+numbered from 0.
 
 Loading never waits on the network: a preset is read from a local directory, or
 from the Hugging Face cache when it is there; only when it is missing and the hub
@@ -149,8 +157,11 @@ def hub_source(spec, image_size=224, name=None):
         image_size: Input side.
         name: The Backbone's name (default: derived from `spec`).
 
-    The taps are the backbone's `pyramid_outputs` in level order; the logits
-    are the preset's classification head on the backbone's output.
+    The taps of a ResNet are its stem (tap 0, before the max-pool) and its
+    `pyramid_outputs` P2–P5 (taps 1–4, the transfer taps), as the official code
+    and `backbones.resnet34` number them; any other backbone's are its
+    `pyramid_outputs` in level order. The logits are the preset's
+    classification head on the backbone's output.
     """
     keras_hub = _keras_hub()
     preset = _local_preset(spec)
@@ -169,15 +180,37 @@ def hub_source(spec, image_size=224, name=None):
     levels = sorted(getattr(backbone, "pyramid_outputs", None) or {}, key=lambda level: int(level.lstrip("P")))
     if not levels:
         raise InputError(f"The backbone of {spec!r} ({type(backbone).__name__}) has no pyramid_outputs to tap.")
-    features = keras.Model(backbone.inputs, [backbone.output] + [backbone.pyramid_outputs[k] for k in levels])
+    tap_names, tap_tensors = list(levels), [backbone.pyramid_outputs[k] for k in levels]
+    transfer_taps = None  # every tap
+    if isinstance(backbone, keras_hub.models.ResNetBackbone):
+        tap_names, tap_tensors = ["stem"] + tap_names, [_resnet_stem(backbone, spec)] + tap_tensors
+        transfer_taps = tuple(range(1, len(tap_names)))  # the stage outputs, as backbones.resnet34's
+    features = keras.Model(backbone.inputs, [backbone.output] + tap_tensors)
     inputs = keras.Input((image_size, image_size, 3), name="images")
     scale, offset = _input_affine(getattr(classifier.preprocessor, "image_converter", None))
     x = inputs
     if not (np.allclose(scale, 1.0, atol=1e-6) and np.allclose(offset, 0.0, atol=1e-6)):
         x = ChannelAffine(scale, offset, name="preset_inputs")(x)
     backbone_output, *taps = features(x)
-    taps = [keras.layers.Identity(name=level)(tap) for level, tap in zip(levels, taps)]  # names for the λ image
+    taps = [keras.layers.Identity(name=tap_name)(tap) for tap_name, tap in zip(tap_names, taps)]  # λ image names
     logits = _logits_head(classifier.output_dense)(classifier.pooler(backbone_output))
     name = name or os.path.basename(HUB_ALIASES.get(spec, spec).rstrip("/")).replace(".", "_").replace("-", "_")
     network = keras.Model(inputs, [logits] + taps, name=f"{name}_network")
-    return Backbone(network, name=name)
+    return Backbone(network, transfer_taps=transfer_taps, name=name)
+
+
+def _resnet_stem(backbone, spec):
+    """The stem output of a keras-hub ResNet before its max-pool: the official code's feature 0 (`r1`).
+
+    That is the last input conv's ReLU (`conv{n}_relu`); a pre-activation ResNet
+    (v2) has no BN/ReLU there, so it is that conv's output (`conv{n}_conv`).
+    """
+    last = len(backbone.input_conv_filters)
+    layer_name = f"conv{last}_conv" if backbone.use_pre_activation else f"conv{last}_relu"
+    try:
+        return backbone.get_layer(layer_name).output
+    except ValueError as error:
+        raise InputError(
+            f"The ResNet backbone of {spec!r} has no layer {layer_name!r} to tap as its stem (tap 0); "
+            "this keras-hub version names its layers differently."
+        ) from error
