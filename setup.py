@@ -17,7 +17,7 @@ setuptools.setup(
         # TensorFlow of the Keras 3 era (CPU works out of the box; GPU users
         # add `tensorflow[and-cuda]`, see BUILD.md).
         "tensorflow>=2.16",
-        "keras>=3.5",
+        "keras>=3.10",  # multi_worker_fit's hooks: 3.7; on several replicas, Keras' losses: 3.8, logs: 3.10
         # Pinned: tests seed tfds' download cache (private naming of 4.9.x).
         "tensorflow-datasets==4.9.10",
         "absl-py",
@@ -52,6 +52,6 @@ setuptools.setup(
         ],
     },
     extras_require={
-        "test": ["pytest", "dill"],
+        "test": ["pytest", "dill", "pillow"],  # pillow: decoding checked against PIL, the authors' loader
     },
 )

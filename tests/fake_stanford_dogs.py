@@ -12,6 +12,11 @@ from after the pipeline. `prepare_fake_stanford_dogs` runs the real builder with
 the local files' checksums (recipe B); afterwards a plain
 `tfds.load("stanford_dogs", data_dir=...)` or `load_dataset(..., download=False)`
 works with no patch and no network.
+
+The builder silently skips listed files that are not in images.tar, so a fake
+with fewer than the real 120 x 100 training and 8,580 test files fails the
+official split's checks (`official_splits.official_val_mask`): load it with
+split="seeded", or give the test its own split file.
 """
 
 import io

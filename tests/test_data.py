@@ -6,6 +6,7 @@ per session on generated archives (`fake_dogs_data_dir` in conftest.py).
 
 import collections
 import os
+import re
 import socket
 import time
 import types
@@ -28,9 +29,6 @@ from tests import fake_stanford_dogs as fake_dogs
 from tests import fake_tfds
 from tests.fake_tfds import prepare_with_real_builder
 
-PRESENT_DOG_CLASSES = 3  # conftest's fixture: classes 0..2 have 100 train + 2 test files.
-
-
 def _unbatch(dataset):
     """All (images, labels) of a batched dataset as two numpy arrays."""
     images, labels = [], []
@@ -47,19 +45,6 @@ def _to_uint8(images):
 
 
 # ----------------------------------------------------------------------------- splits
-
-
-def test_official_dogs_offsets_table_is_120_classes_of_10_distinct_offsets():
-    table = splits.STANFORD_DOGS_VAL_OFFSETS
-    assert sorted(table) == list(range(120))
-    for offsets in table.values():
-        assert len(offsets) == 10 and len(set(offsets)) == 10
-        assert all(0 <= o < 100 for o in offsets)
-        assert list(offsets) == sorted(offsets)
-    # Rows copied from docs/method.md Appendix A.
-    assert table[0] == (3, 15, 22, 32, 38, 45, 63, 78, 83, 89)
-    assert table[57] == (6, 14, 17, 18, 24, 32, 68, 89, 93, 99)
-    assert table[119] == (7, 14, 17, 23, 26, 30, 31, 53, 60, 82)
 
 
 def test_class_balanced_split_counts_seeding_and_edge_cases():
@@ -92,23 +77,6 @@ def test_examples_per_class_mask_and_class_subset():
             splits.class_subset(labels, bad, num_classes=3)
 
 
-def test_official_val_mask_sorts_basenames_as_strings():
-    rng = np.random.default_rng(0)
-    labels = np.repeat([0, 7], [100, 20])  # class 7 has fewer files than the offsets need
-    names = [f"Images/c{c}/n0{c}_{j}.jpg" for c, n in ((0, 100), (7, 20)) for j in range(n)]
-    order = rng.permutation(len(labels))
-    labels, names = labels[order], [names[i] for i in order]
-    mask = splits.stanford_dogs_official_val_mask(labels, [n.encode() for n in names])
-    picked = {os.path.basename(names[i]) for i in np.flatnonzero(mask)}
-    expected = set()
-    for c, n in ((0, 100), (7, 20)):
-        ordered = sorted(f"n0{c}_{j}.jpg" for j in range(n))
-        expected |= {ordered[o] for o in splits.STANFORD_DOGS_VAL_OFFSETS[c] if o < n}
-    assert picked == expected
-    assert mask.sum() == 10 + sum(o < 20 for o in splits.STANFORD_DOGS_VAL_OFFSETS[7])
-    assert "n00_10.jpg" in sorted(f"n00_{j}.jpg" for j in range(100))[:3]  # string order
-
-
 # (train, val, test) sizes and number of classes of the shipped official splits.
 OFFICIAL_SIZES = {
     "cifar100": (45_000, 5_000, 10_000, 100),
@@ -131,15 +99,26 @@ def test_shipped_official_splits_sizes_disjointness_and_classes(name):
     assert os.path.exists(os.path.join(official_splits.SPLIT_DIR, "LICENSE-alinlab-L2T-ww"))
 
 
-def test_shipped_dog_split_is_the_embedded_offsets_table():
-    # The Dogs ImageFolder has 100 training files per class: index = class * 100 + offset.
-    expected = sorted(c * 100 + o for c, offsets in splits.STANFORD_DOGS_VAL_OFFSETS.items() for o in offsets)
-    np.testing.assert_array_equal(official_splits.load_official_split("dog").val, expected)
+# Rows of docs/method.md Appendix A (decoded from the official split/dog-val): class ->
+# positions among its 100 training files sorted by name.
+APPENDIX_A_ROWS = {
+    0: (3, 15, 22, 32, 38, 45, 63, 78, 83, 89),
+    57: (6, 14, 17, 18, 24, 32, 68, 89, 93, 99),
+    119: (7, 14, 17, 23, 26, 30, 31, 53, 60, 82),
+}
 
 
-def _tiny_split(train, val, test, num_classes):
+def test_shipped_dog_split_is_10_of_each_class_of_100_files():
+    # The Dogs ImageFolder has 100 training files per class: index = class * 100 + position.
+    val = np.sort(official_splits.load_official_split("dog").val)
+    np.testing.assert_array_equal(np.bincount(val // 100, minlength=120), [10] * 120)
+    for class_id, positions in APPENDIX_A_ROWS.items():
+        np.testing.assert_array_equal(val[val // 100 == class_id] % 100, positions)
+
+
+def _tiny_split(train, val, test, num_classes, name="tiny"):
     return official_splits.OfficialSplit(
-        "tiny", np.array(train), np.array(val), np.array(test), tuple(range(num_classes))
+        name, np.array(train), np.array(val), np.array(test), tuple(range(num_classes))
     )
 
 
@@ -147,24 +126,71 @@ def test_positions_from_ids_and_the_official_val_mask():
     ids = [b"train_00003", b"train_00000", "train_00002", b"train_00001"]
     positions = official_splits.positions_from_ids(ids, "train_", "cifar100")
     np.testing.assert_array_equal(positions, [3, 0, 2, 1])
+    labels = [1, 0, 0, 1]  # official positions 0, 2 are class 0; 1, 3 class 1
     split = _tiny_split([0, 2], [1, 3], [0, 1], 2)
-    mask = official_splits.official_val_mask(split, positions, num_test=2, num_classes=2, dataset="cifar100")
+    mask = official_splits.official_val_mask(split, positions, labels, num_test=2, num_classes=2, dataset="cifar100")
     np.testing.assert_array_equal(mask, [True, False, False, True])
     with pytest.raises(InputError, match="cifar100.*test_00001"):
         official_splits.positions_from_ids([b"test_00001"], "train_", "cifar100")
-    failures = {  # what is wrong -> (positions, num_test, num_classes)
-        "too few examples": ([3, 0, 2], 2, 2),
-        "a position twice": ([3, 0, 3, 1], 2, 2),
-        "a position out of range": ([4, 0, 2, 1], 2, 2),
-        "another test set": ([3, 0, 2, 1], 3, 2),
-        "other classes": ([3, 0, 2, 1], 2, 3),
+    failures = {  # what is wrong -> (positions, labels, num_test, num_classes)
+        "too few examples": ([3, 0, 2], [1, 0, 0], 2, 2),
+        "a position twice": ([3, 0, 3, 1], labels, 2, 2),
+        "a position out of range": ([4, 0, 2, 1], labels, 2, 2),
+        "another test set": ([3, 0, 2, 1], labels, 3, 2),
+        "other classes": ([3, 0, 2, 1], labels, 2, 3),
     }
-    for bad_positions, num_test, num_classes in failures.values():
+    for bad_positions, bad_labels, num_test, num_classes in failures.values():
         with pytest.raises(InputError, match="official cifar100 split"):
-            official_splits.official_val_mask(split, bad_positions, num_test, num_classes, "cifar100")
+            official_splits.official_val_mask(split, bad_positions, bad_labels, num_test, num_classes, "cifar100")
     overlapping = _tiny_split([0, 1, 2], [1, 3], [0, 1], 2)
     with pytest.raises(InputError, match="overlap"):
-        official_splits.official_val_mask(overlapping, [3, 0, 2, 1], 2, 2, "cifar100")
+        official_splits.official_val_mask(overlapping, [3, 0, 2, 1], labels, 2, 2, "cifar100")
+    uneven = _tiny_split([0, 2, 4], [1, 3], [0, 1], 2, name="cifar100")  # 5 images cannot be 2 equal classes
+    with pytest.raises(ValueError, match="5 images do not divide into 2 classes"):
+        official_splits.official_val_mask(uneven, [4, 3, 0, 2, 1], [0, 1, 0, 0, 1], 2, 2, "cifar100")
+
+
+def _balanced_official_labels(split, rng):
+    """Labels in official order giving every class the same number of train and of val images, as the real data."""
+    num_classes = len(split.classes)
+    labels = np.empty(len(split.train) + len(split.val), np.int64)
+    for part in (split.train, split.val):
+        labels[np.sort(part)] = rng.permutation(np.repeat(np.arange(num_classes), len(part) // num_classes))
+    return labels
+
+
+@pytest.mark.parametrize("name", official_splits.CLASS_BALANCED)
+def test_official_split_checks_validation_counts_per_class(name):
+    """The shipped split on records whose order maps right passes; a wrong record order fails, naming classes."""
+    split = official_splits.load_official_split(name)
+    num_classes, num_train = len(split.classes), len(split.train) + len(split.val)
+    per_class = len(split.val) // num_classes
+    rng = np.random.default_rng(0)
+    official_labels = _balanced_official_labels(split, rng)
+    positions = rng.permutation(num_train)  # record k is the image at official position positions[k]
+    labels = official_labels[positions]
+    mask = official_splits.official_val_mask(split, positions, labels, len(split.test), num_classes, name)
+    np.testing.assert_array_equal(np.sort(positions[mask]), np.sort(split.val))
+    np.testing.assert_array_equal(np.bincount(labels[mask], minlength=num_classes), [per_class] * num_classes)
+
+    shuffled = rng.permutation(positions)  # ids that do not follow the images: almost every class is off
+    pattern = rf"official {name} split .*classes do not have the official {per_class} validation images: class \d+ has"
+    with pytest.raises(InputError, match=pattern + r".*TFDS record order differs from torchvision's"):
+        official_splits.official_val_mask(split, shuffled, labels, len(split.test), num_classes, name)
+
+    # Two records' ids swapped: a validation image of one class for a training image of another.
+    val_record = int(np.flatnonzero(mask)[0])
+    train_record = int(np.flatnonzero(~mask & (labels != labels[val_record]))[0])
+    swapped = positions.copy()
+    swapped[[val_record, train_record]] = swapped[[train_record, val_record]]
+    low, high = sorted((int(labels[val_record]), int(labels[train_record])))
+    counts = {labels[val_record]: per_class - 1, labels[train_record]: per_class + 1}
+    expected = (
+        f"2 of {num_classes} classes do not have the official {per_class} validation images: "
+        f"class {low} has {counts[low]}, class {high} has {counts[high]}: the TFDS record order"
+    )
+    with pytest.raises(InputError, match=re.escape(expected)):
+        official_splits.official_val_mask(split, swapped, labels, len(split.test), num_classes, name)
 
 
 def test_imagefolder_positions_sort_folders_then_file_names_as_strings():
@@ -450,55 +476,171 @@ def _dog_files(images, labels):
     return {fake_dogs.file_name(int(c), fake_dogs.file_number_of_level(v)) for c, v in zip(labels, levels)}
 
 
-def _official_val_files(class_ids):
-    expected = set()
-    for c in class_ids:
-        ordered = sorted(fake_dogs.file_name(c, j) for j in range(100))
-        expected |= {ordered[o] for o in splits.STANFORD_DOGS_VAL_OFFSETS[c]}
-    return expected
+DOG_CLASSES, DOG_TEST = 120, 8580
 
 
-def test_stanford_dogs_official_val_split_through_real_builder(fake_dogs_data_dir):
-    data = load_dataset(
-        "stanford_dogs", data_dir=fake_dogs_data_dir, download=False, batch_size=10,
-        eval_batch_size=64, augment=False,
+def _dogs_train_source(files, seed=0):
+    """A stand-in for TFDS' Stanford Dogs train split: (class, file number) pairs as records, in a shuffled order.
+
+    File names are TFDS' `image/filename`, `Images/<class folder>/<wnid>_<j>.jpg`;
+    class names are TFDS' (lower-cased folder names).
+    """
+    order = np.random.default_rng(seed).permutation(len(files))
+    return types.SimpleNamespace(
+        labels=np.array([files[i][0] for i in order]),
+        filenames=np.array(
+            [f"Images/{fake_dogs.class_folder(files[i][0])}/{fake_dogs.file_name(*files[i])}".encode() for i in order]
+        ),
+        class_names=tuple(fake_dogs.class_folder(c).lower() for c in range(DOG_CLASSES)),
     )
-    assert (data.num_classes, data.image_size) == (120, 224)
+
+
+def _dogs_val_files(source, test_examples=DOG_TEST):
+    mask = datasets._official_val_mask(
+        "stanford_dogs", datasets.DATASETS["stanford_dogs"], source, types.SimpleNamespace(num_examples=test_examples)
+    )
+    return {os.path.basename(f.decode()) for f in source.filenames[mask]}
+
+
+ALL_DOG_FILES = [(c, j) for c in range(DOG_CLASSES) for j in range(100)]
+
+
+def test_stanford_dogs_official_split_picks_files_by_name():
+    """The shipped split on 120 x 100 fake files: files sorted by name as strings, whatever TFDS' record order."""
+    val = np.sort(official_splits.load_official_split("dog").val)
+    expected = set()
+    for c in range(DOG_CLASSES):
+        by_name = sorted(fake_dogs.file_name(c, j) for j in range(100))  # x_10 before x_2, as ImageFolder
+        expected |= {by_name[p] for p in val[val // 100 == c] % 100}
+    picked = _dogs_val_files(_dogs_train_source(ALL_DOG_FILES, seed=0))
+    assert picked == expected and len(picked) == 1200
+    class_0 = sorted(fake_dogs.file_name(0, j) for j in range(100))
+    assert {f for f in picked if f.startswith("n02100000_")} == {class_0[p] for p in APPENDIX_A_ROWS[0]}
+    assert _dogs_val_files(_dogs_train_source(ALL_DOG_FILES, seed=1)) == picked
+
+
+def test_stanford_dogs_official_split_fails_fast_on_missing_files():
+    half = [(c, j) for c, j in ALL_DOG_FILES if j % 2 == 0]  # half of every class: the case that gave 595 val images
+    expected = (
+        "120 of 120 classes do not have the official 100 training images: class 0 (n02100000-breed_000) has 50, "
+        "class 1 (n02100001-breed_001) has 50, class 2 (n02100002-breed_002) has 50, ...; 6000 images missing in all"
+    )
+    with pytest.raises(InputError, match="official stanford_dogs split .*" + re.escape(expected)):
+        _dogs_val_files(_dogs_train_source(half))
+    gaps = [(c, j) for c, j in ALL_DOG_FILES if not (c == 7 and j < 3) and c != 90]
+    expected = (
+        "2 of 120 classes do not have the official 100 training images: class 7 (n02100007-breed_007) has 97, "
+        "class 90 (n02100090-breed_090) has 0; 103 images missing in all"
+    )
+    with pytest.raises(InputError, match=re.escape(expected)):
+        _dogs_val_files(_dogs_train_source(gaps))
+    expected = "1 of 120 classes do not have the official 100 training images: class 4 (n02100004-breed_004) has 101"
+    with pytest.raises(InputError, match=re.escape(expected + "; 1 too many in all")):
+        _dogs_val_files(_dogs_train_source(ALL_DOG_FILES + [(4, 100)]))  # a file that is not in train_list
+
+
+def test_stanford_dogs_official_split_fails_fast_on_labels_out_of_order():
+    source = _dogs_train_source(ALL_DOG_FILES)
+    swapped = source.labels.copy()  # classes 1 and 2 exchange labels: no longer the sorted folder order
+    swapped[source.labels == 1], swapped[source.labels == 2] = 2, 1
+    with pytest.raises(InputError, match="stanford_dogs.*do not follow the sorted class-folder names"):
+        _dogs_val_files(types.SimpleNamespace(**{**vars(source), "labels": swapped}))
+    relabelled = source.labels.copy()  # one file labelled as the next class
+    relabelled[np.flatnonzero(source.labels == 4)[0]] = 5
+    with pytest.raises(InputError, match="stanford_dogs.*n02100004-Breed_004.*labels (4 and 5|5 and 4)"):
+        _dogs_val_files(types.SimpleNamespace(**{**vars(source), "labels": relabelled}))
+    with pytest.raises(InputError, match="stanford_dogs.*8579 TFDS test examples, the official test set is 8580"):
+        _dogs_val_files(source, test_examples=DOG_TEST - 1)
+
+
+def test_stanford_dogs_official_split_refuses_the_incomplete_fake(fake_dogs_data_dir):
+    """conftest's fake has files in 3 of the 120 listed classes: TFDS' builder skips the rest silently."""
+    kwargs = dict(data_dir=fake_dogs_data_dir, download=False, batch_size=10, augment=False)
+    expected = (
+        "117 of 120 classes do not have the official 100 training images: class 3 (n02100003-breed_003) has 0, "
+    )
+    with pytest.raises(InputError, match="official stanford_dogs split .*" + re.escape(expected)):
+        load_dataset("stanford_dogs", **kwargs)
+    seeded = load_dataset("stanford_dogs", split="seeded", **kwargs)
+    assert (seeded.num_train, seeded.num_val, seeded.num_test) == (270, 30, 6)
+
+
+# A complete fake Stanford Dogs: every listed file present, DOGS_TRAIN_PER_CLASS training files a class.
+DOGS_TRAIN_PER_CLASS = 4
+
+
+@pytest.fixture(scope="module")
+def complete_dogs(tmp_path_factory):
+    """(TFDS data dir, split dir): the real builder on 120 classes x (4 train + 1 test) files, and a split for them.
+
+    The split file (`split_dog.json`) puts file position `c % 4` of class c in validation.
+    """
+    data_dir = fake_dogs.prepare_fake_stanford_dogs(
+        tmp_path_factory.mktemp("complete_dogs_data"), tmp_path_factory.mktemp("complete_dogs_archives"),
+        present_classes=DOG_CLASSES, train_per_class=DOGS_TRAIN_PER_CLASS, test_per_class=1,
+    )
+    split_dir = tmp_path_factory.mktemp("dog_split")
+    val = [c * DOGS_TRAIN_PER_CLASS + c % DOGS_TRAIN_PER_CLASS for c in range(DOG_CLASSES)]
+    _write_split_file(split_dir, "dog", val, DOG_CLASSES * DOGS_TRAIN_PER_CLASS, DOG_CLASSES, DOG_CLASSES)
+    return data_dir, str(split_dir)
+
+
+def _complete_dogs_val_files(class_ids):
+    """The files the complete fake's split puts in validation, by name."""
+    return {
+        sorted(fake_dogs.file_name(c, j) for j in range(DOGS_TRAIN_PER_CLASS))[c % DOGS_TRAIN_PER_CLASS]
+        for c in class_ids
+    }
+
+
+def test_stanford_dogs_official_val_split_through_real_builder(complete_dogs, monkeypatch):
+    data_dir, split_dir = complete_dogs
+    monkeypatch.setattr(official_splits, "SPLIT_DIR", split_dir)
+    data = load_dataset(
+        "stanford_dogs", data_dir=data_dir, download=False, image_size=32, batch_size=10, eval_batch_size=64,
+        augment=False,
+    )
+    assert (data.num_classes, data.image_size) == (120, 32)
     assert data.class_names[0] == "n02100000-breed_000"
-    assert (data.num_train, data.num_val, data.num_test) == (270, 30, 6)
-    all_files = {fake_dogs.file_name(c, j) for c in range(PRESENT_DOG_CLASSES) for j in range(100)}
-    expected_val = _official_val_files(range(PRESENT_DOG_CLASSES))
-    assert len(expected_val) == 30
+    assert (data.num_train, data.num_val, data.num_test) == (360, 120, 120)
+    all_files = {fake_dogs.file_name(c, j) for c in range(DOG_CLASSES) for j in range(DOGS_TRAIN_PER_CLASS)}
+    expected_val = _complete_dogs_val_files(range(DOG_CLASSES))
 
-    # The filenames tfds stores, split with the Appendix-A offsets.
-    import tensorflow_datasets as tfds
-
-    train_source = sources.TfdsSource(tfds.builder("stanford_dogs", data_dir=fake_dogs_data_dir), "train")
-    mask = splits.stanford_dogs_official_val_mask(train_source.labels, train_source.filenames)
-    assert {os.path.basename(f.decode()) for f in train_source.filenames[mask]} == expected_val
-
-    # And what the pipelines yield (images carry their file number as gray level).
+    # What the pipelines yield (images carry their file number as gray level).
     val_x, val_y = _unbatch(data.val)
     assert _dog_files(val_x, val_y) == expected_val
     train_x, train_y = _unbatch(data.train)
-    assert len(train_y) == 270 and _dog_files(train_x, train_y) == all_files - expected_val
-    np.testing.assert_array_equal(np.bincount(train_y), [90, 90, 90])
+    assert len(train_y) == 360 and _dog_files(train_x, train_y) == all_files - expected_val
+    np.testing.assert_array_equal(np.bincount(train_y), [3] * DOG_CLASSES)
     test_x, test_y = _unbatch(data.test)
-    assert _dog_files(test_x, test_y) == {fake_dogs.file_name(c, j) for c in range(3) for j in (100, 101)}
+    assert _dog_files(test_x, test_y) == {fake_dogs.file_name(c, DOGS_TRAIN_PER_CLASS) for c in range(DOG_CLASSES)}
+
+    # TFDS hands over the JPEG bytes undecoded; the pipeline decodes them as PIL does.
+    import io
+
+    import tensorflow_datasets as tfds
+    from PIL import Image
+
+    source = sources.TfdsSource(tfds.builder("stanford_dogs", data_dir=data_dir), "train")
+    encoded, _ = next(iter(source.select()))
+    assert encoded.dtype == tf.string and tf.io.is_jpeg(encoded)
+    pil = np.asarray(Image.open(io.BytesIO(encoded.numpy())).convert("RGB"))
+    np.testing.assert_array_equal(pipeline.decode(encoded).numpy(), pil)
 
 
-def test_stanford_dogs_augmented_batches_and_subsets(fake_dogs_data_dir):
+def test_stanford_dogs_augmented_batches_and_subsets(complete_dogs, monkeypatch):
+    data_dir, split_dir = complete_dogs
+    monkeypatch.setattr(official_splits, "SPLIT_DIR", split_dir)
     data = load_dataset(
-        "stanford_dogs", data_dir=fake_dogs_data_dir, download=False, batch_size=4,
-        classes=[2, 0], train_examples_per_class=5,
+        "stanford_dogs", data_dir=data_dir, download=False, batch_size=4, classes=[2, 0], train_examples_per_class=2,
     )
     assert data.class_names == ("n02100002-breed_002", "n02100000-breed_000")
-    assert (data.num_train, data.num_val, data.num_test) == (10, 20, 4)
+    assert (data.num_train, data.num_val, data.num_test) == (4, 2, 2)
     x, y = next(iter(data.train))
     assert x.shape == (4, 224, 224, 3) and x.dtype == tf.float32 and y.dtype == tf.int32
     val_x, val_y = _unbatch(data.val)
     files = _dog_files(val_x, np.where(val_y == 0, 2, 0))  # back to the original class ids
-    assert files == _official_val_files([0, 2])
+    assert files == _complete_dogs_val_files([0, 2])
 
 
 # ------------------------------------------------------- a class-balanced TFDS dataset
@@ -589,12 +731,14 @@ def test_cifar100_official_split_through_real_builder(fake_cifar100_data_dir, tm
     assert not np.array_equal(positions, np.arange(fake_tfds.CIFAR100_TRAIN))
     np.testing.assert_array_equal(source.labels, positions % 100)  # the id is the position in train.bin
 
-    val = [int(i) for i in np.random.default_rng(1).choice(fake_tfds.CIFAR100_TRAIN, 30, replace=False)]
+    # One validation image of each class (image i has class i % 100), as the official split's 50.
+    rng = np.random.default_rng(1)
+    val = [int(c + 100 * rng.integers(fake_tfds.CIFAR100_TRAIN // 100)) for c in range(100)]
     _write_split_file(tmp_path, "cifar100", val, fake_tfds.CIFAR100_TRAIN, fake_tfds.CIFAR100_TEST, 100)
     monkeypatch.setattr(official_splits, "SPLIT_DIR", str(tmp_path))
     kwargs = dict(data_dir=fake_cifar100_data_dir, download=False, batch_size=1, augment=False)
     data = load_dataset("cifar100", **kwargs)  # official by default
-    assert (data.num_train, data.num_val, data.num_test) == (270, 30, 20)
+    assert (data.num_train, data.num_val, data.num_test) == (200, 100, 20)
     val_x, val_y = _unbatch(data.val)
     train_x, train_y = _unbatch(data.train)
     assert sorted(_cifar_ids(val_x)) == sorted(val)
@@ -604,9 +748,17 @@ def test_cifar100_official_split_through_real_builder(fake_cifar100_data_dir, tm
     seeded = load_dataset("cifar100", split="seeded", seed=1, **kwargs)
     assert sorted(_cifar_ids(_unbatch(seeded.val)[0])) != sorted(val)
 
-    # An official split that indexes one example too many:
-    _write_split_file(tmp_path, "cifar100", val, fake_tfds.CIFAR100_TRAIN + 1, fake_tfds.CIFAR100_TEST, 100)
-    with pytest.raises(InputError, match="official cifar100 split"):
+    # TFDS ids that do not follow its records (a record order other than train.bin's):
+    shuffled_ids = rng.permutation(source.ids)
+    with monkeypatch.context() as patch:
+        patch.setattr(sources.TfdsSource, "ids", property(lambda self: shuffled_ids))
+        with pytest.raises(InputError, match=r"official cifar100 split .*classes do not have the official 1 valid"):
+            load_dataset("cifar100", **kwargs)
+
+    # An official split that indexes one example of each class more than TFDS has:
+    _write_split_file(tmp_path, "cifar100", val, fake_tfds.CIFAR100_TRAIN + 100, fake_tfds.CIFAR100_TEST, 100)
+    expected = "100 of 100 classes do not have the official 4 training images: class 0 (fine_0) has 3,"
+    with pytest.raises(InputError, match="official cifar100 split .*" + re.escape(expected)):
         load_dataset("cifar100", split="official", **kwargs)
 
 
@@ -748,8 +900,11 @@ def test_archives_in_manual_dir_are_prepared_without_network(tmp_path):
         for url, info in builder_cls.url_infos.items()
     }
     with mock.patch.object(builder_cls, "url_infos", local):
-        data = load_dataset("stanford_dogs", data_dir=str(tmp_path / "data"), download=False, batch_size=2)
-    assert (data.num_train, data.num_val, data.num_test) == (11, 1, 2)  # class 0's only offset < 12 is 3
+        # Seeded: one class of 12 files cannot pass the official split's checks (120 classes of 100).
+        data = load_dataset(
+            "stanford_dogs", data_dir=str(tmp_path / "data"), download=False, batch_size=2, split="seeded"
+        )
+    assert (data.num_train, data.num_val, data.num_test) == (11, 1, 2)  # 10 % of 12, rounded
 
 
 def test_reachability_probe():

@@ -2,9 +2,10 @@
 
 `load_dataset(name, ...)` returns a `DatasetSplits` with batched, normalised
 train / val / test sets. Modules: `preprocessing` (image transforms), `splits`
-(validation / subset masks, the official Stanford Dogs split), `availability`
-(TFDS preparation that fails fast offline), `sources` (where examples come from),
-`pipeline` (tf.data assembly) and `datasets` (the registry and `load_dataset`).
+(seeded validation / subset masks), `official_splits` (the authors' splits, matched
+and checked), `availability` (TFDS preparation that fails fast offline), `sources`
+(where examples come from), `pipeline` (decoding, tf.data assembly) and `datasets`
+(the registry and `load_dataset`).
 """
 
 from keras_l2t.data.availability import DatasetNotFoundError

@@ -5,8 +5,9 @@ Every dataset is read the way the official L2T-ww code reads it (docs/method.md 
 fine-grained datasets; pad-4 random crop (+ flip for natural images) at 32.
 Validation is carved out of the training set: by default the authors' split
 where it exists and can be matched to TFDS (Stanford Dogs, CUB-200, CIFAR-100;
-`official_splits.py`), otherwise a seeded, class-balanced `val_fraction` of each
-class. Image folders pick the 32x32 or the 224 setting from their images' size.
+matched and checked in `official_splits.py`), otherwise a seeded, class-balanced
+`val_fraction` of each class. Image folders pick the 32x32 or the 224 setting from
+their images' size.
 
 TFDS datasets are looked up in `data_dir` (default: TFDS_DATA_DIR or
 ~/tensorflow_datasets). Without network access, place the builder's archives in
@@ -113,7 +114,7 @@ def _largest_side(paths):
     sides = []
     for path in paths:
         try:
-            sides.append(max(tf.io.decode_image(tf.io.read_file(path), expand_animations=False).shape[:2]))
+            sides.append(max(pipeline.decode(tf.io.read_file(path)).shape[:2]))
         except tf.errors.InvalidArgumentError:
             pass  # a damaged file is reported when the pipeline reads it
     return max(sides) if sides else None
@@ -270,15 +271,16 @@ def _resolved_split(name, spec, split):
 
 
 def _official_val_mask(name, spec, train_source, test_source):
-    if spec.official_split == "dog":
-        return splits.stanford_dogs_official_val_mask(train_source.labels, train_source.filenames)
+    """The authors' validation examples of `train_source`, matched and checked by `official_splits`."""
     positions = official_splits.train_positions(spec.official_split, train_source, name)
     return official_splits.official_val_mask(
         official_splits.load_official_split(spec.official_split),
         positions,
+        train_source.labels,
         num_test=test_source.num_examples,
         num_classes=len(train_source.class_names),
         dataset=name,
+        class_names=train_source.class_names,
     )
 
 

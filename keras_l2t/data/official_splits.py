@@ -5,9 +5,10 @@ alinlab/L2T-ww (MIT licence, `split_files/LICENSE-alinlab-L2T-ww`), converted to
 JSON. Their indices count examples in the order the official loaders enumerate
 them (torchvision's CIFAR100 in original-file order; an ImageFolder for CUB and
 Dogs), which is not TFDS' order. This module turns TFDS examples into those
-positions (CIFAR-100 through the `id` TFDS stores, CUB through file names),
-checks that the match is exact, and returns the validation mask. A failed check
-raises `InputError` naming the dataset: a silently wrong split is worse than none.
+positions (CIFAR-100 through the `id` TFDS stores, CUB and Stanford Dogs through
+file names), checks that the match is exact, and returns the validation mask. A
+failed check raises `InputError` naming the dataset and what is wrong: a silently
+wrong split is worse than none.
 """
 
 import dataclasses
@@ -24,9 +25,17 @@ SPLIT_DIR = os.path.join(os.path.dirname(__file__), "split_files")
 # Dataset name in the file names (`split_<name>.json`) of the official splits.
 SPLIT_NAMES = ("cifar100", "stl10", "cub200", "dog")
 # Those whose TFDS examples can be matched to the official positions. (TFDS' stl10
-# stores no id or file name, and its files are in another order than the original;
-# Stanford Dogs is matched by `splits.stanford_dogs_official_val_mask`.)
+# stores no id or file name, and its files are in another order than the original.)
 MATCHABLE = ("cifar100", "cub200", "dog")
+# Official splits over class-balanced training sets, with a class-balanced validation
+# set: every class has (train + val) / classes training images, val / classes of them
+# for validation. CIFAR-100 and STL-10: 500 per class, 50 of them validation (10 %);
+# Stanford Dogs' train_list: 100 per class, 10 validation. Checked per class, which
+# is what catches a wrong record order (CIFAR-100's ids) or missing files (Dogs).
+# CUB's classes have 29 or 30 training images, so only its totals are checked.
+CLASS_BALANCED = ("cifar100", "stl10", "dog")
+# How many of the classes that are off an error message names.
+NAMED_CLASSES = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,35 +108,98 @@ def imagefolder_positions(filenames, labels, dataset):
     return positions
 
 
-def official_val_mask(split, positions, num_test, num_classes, dataset):
+def _class_label(class_id, class_names):
+    return f"class {class_id}" + (f" ({class_names[class_id]})" if class_names is not None else "")
+
+
+def _per_class(split, count, num_classes):
+    """`count` / `num_classes`: the per-class number of a `CLASS_BALANCED` split."""
+    if count % num_classes:
+        raise ValueError(f"Official split {split.name!r}: {count} images do not divide into {num_classes} classes.")
+    return count // num_classes
+
+
+def _classes_off(counts, expected, what, class_names):
+    """'4 of 100 classes do not have the official 50 <what>: class 3 (name) has 47, ...'."""
+    off = np.flatnonzero(counts != expected)
+    named = ", ".join(f"{_class_label(c, class_names)} has {counts[c]}" for c in off[:NAMED_CLASSES])
+    more = ", ..." if len(off) > NAMED_CLASSES else ""
+    return f"{len(off)} of {len(counts)} classes do not have the official {expected} {what}: {named}{more}"
+
+
+def check_class_sizes(split, labels, num_classes, dataset, class_names=None):
+    """Raise `InputError` naming the classes whose TFDS training images are not the official number.
+
+    Only for `CLASS_BALANCED` splits, where every class has (train + val) /
+    classes images: a class with fewer has files missing (Stanford Dogs' TFDS
+    builder silently skips listed files that are absent from images.tar).
+    """
+    if split.name not in CLASS_BALANCED:
+        return
+    per_class = _per_class(split, len(split.train) + len(split.val), num_classes)
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)
+    if not np.all(counts == per_class):
+        missing, extra = (int(np.sum(np.maximum(d, 0))) for d in (per_class - counts, counts - per_class))
+        totals = [f"{missing} images missing"] * bool(missing) + [f"{extra} too many"] * bool(extra)
+        off = _classes_off(counts, per_class, "training images", class_names)
+        raise _mismatch(dataset, f"{off}; {', '.join(totals)} in all")
+
+
+def check_val_class_counts(split, val_labels, num_classes, dataset, class_names=None):
+    """Raise `InputError` unless each class has the official number of validation images.
+
+    Only for `CLASS_BALANCED` splits (val / classes of every class). A mapping
+    from TFDS records to official positions that is off (e.g. TFDS' record order
+    is not torchvision's) picks other images, and almost surely not as many of
+    every class.
+    """
+    if split.name not in CLASS_BALANCED:
+        return
+    per_class = _per_class(split, len(split.val), num_classes)
+    counts = np.bincount(np.asarray(val_labels, np.int64), minlength=num_classes)
+    if not np.all(counts == per_class):
+        off = _classes_off(counts, per_class, "validation images", class_names)
+        raise _mismatch(dataset, f"{off}: the TFDS record order differs from torchvision's")
+
+
+def official_val_mask(split, positions, labels, num_test, num_classes, dataset, class_names=None):
     """Boolean mask of the official validation examples over the TFDS train examples.
 
     Args:
         split: The `OfficialSplit`.
         positions: Official position of each TFDS train example (TFDS order).
+        labels: TFDS label of each TFDS train example (TFDS order).
         num_test: Number of TFDS test examples (used whole as the test set).
         num_classes: Number of TFDS classes; the split must keep all of them.
         dataset: Name used in error messages.
+        class_names: Optional TFDS class names, to name classes in error messages.
 
     Raises:
         InputError: the TFDS examples are not exactly the official train + val
-            enumeration, or the test split is not the official test set.
+            enumeration (for `CLASS_BALANCED` splits: a class with another number
+            of images, or of validation images, than the official one), or the
+            test split is not the official test set.
     """
     if split.classes != tuple(range(num_classes)):
         raise _mismatch(dataset, f"the split keeps classes other than all {num_classes} of the TFDS data")
     num_train = len(split.train) + len(split.val)
     if not np.array_equal(np.sort(np.concatenate([split.train, split.val])), np.arange(num_train)):
         raise _mismatch(dataset, "the split's train and val overlap or leave examples out")
-    positions = np.asarray(positions, np.int64)
+    positions, labels = np.asarray(positions, np.int64), np.asarray(labels, np.int64)
+    if len(labels) != len(positions):
+        raise ValueError(f"Got {len(labels)} labels but {len(positions)} positions.")
+    check_class_sizes(split, labels, num_classes, dataset, class_names)
     if len(positions) != num_train:
         raise _mismatch(dataset, f"{len(positions)} TFDS train examples, the split indexes {num_train}")
     if not np.array_equal(np.sort(positions), np.arange(num_train)):
         raise _mismatch(dataset, f"the TFDS train examples are not positions 0..{num_train - 1}, each once")
-    in_val = np.zeros(num_train, bool)
-    in_val[split.val] = True
     if len(split.test) != num_test or not np.array_equal(split.test, np.arange(num_test)):
         raise _mismatch(dataset, f"{num_test} TFDS test examples, the official test set is {len(split.test)}")
-    return in_val[positions]
+    in_val = np.zeros(num_train, bool)
+    in_val[split.val] = True
+    mask = in_val[positions]
+    check_val_class_counts(split, labels[mask], num_classes, dataset, class_names)
+    return mask
 
 
 def train_positions(split_name, train_source, dataset):

@@ -21,11 +21,31 @@ import tensorflow as tf
 
 from keras_l2t.data import preprocessing
 
+
+def decode_encoded(contents):
+    """Encoded image bytes -> uint8 HxWx3, the pixels PIL's `Image.open(f).convert("RGB")` gives.
+
+    The official loaders read every image with PIL. JPEGs (found by their leading
+    bytes, whatever the file is called) are decoded with libjpeg's accurate integer
+    IDCT, PIL's; TensorFlow's default fast IDCT (`tf.io.decode_image`) is off by
+    several grey levels. PNG, GIF (first frame) and BMP are lossless and read by
+    `tf.io.decode_image`. Greyscale and CMYK JPEGs become RGB as with PIL.
+    """
+
+    def jpeg():
+        return tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE")
+
+    def lossless():
+        return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+    decoded = tf.cond(tf.io.is_jpeg(contents), jpeg, lossless)
+    return tf.ensure_shape(decoded, [None, None, 3])
+
+
 def decode(image):
-    """Raw example image (encoded bytes or uint8 array) -> uint8 HxWx3."""
+    """Raw example image (encoded bytes, see `decode_encoded`, or uint8 array) -> uint8 HxWx3."""
     if image.dtype == tf.string:
-        decoded = tf.io.decode_image(image, channels=3, expand_animations=False)
-        return tf.ensure_shape(decoded, [None, None, 3])
+        return decode_encoded(image)
     return preprocessing.to_three_channels(image)
 
 

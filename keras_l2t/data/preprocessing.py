@@ -112,21 +112,47 @@ def imagenet_train(image, size=224, seed=None, antialias=True):
     return tf.ensure_shape(flipped, [size, size, 3])
 
 
-def imagenet_eval(image, size=224):
-    """Resize the shorter side to round(size * 256 / 224), then centre-crop size x size.
+def eval_short_side(size):
+    """Shorter side before the centre crop: 256 for 224 crops (torchvision `Resize(256)`), scaled for other sizes."""
+    return round(size * 256 / 224)
 
-    Follows torchvision `Resize(256)` (longer side truncated) and `CenterCrop(224)`
-    (offsets rounded half to even), with antialiasing like PIL's bilinear.
+
+def resized_shape(height, width, short_side):
+    """(new height, new width) of torchvision `Resize(short_side)`, elementwise on int tensors.
+
+    The shorter side (the width when the two are equal) becomes `short_side` and
+    the longer one `int(short_side * long / short)`. The floor is taken in exact
+    integer arithmetic: a float scale factor first (`long * (short_side / short)`)
+    truncates 374 x 374 to 256 x 255, and the integer floor equals torchvision's
+    float expression for every size (tests/test_data_references.py checks sides
+    up to 4,000).
     """
-    short_side = round(size * 256 / 224)
+    height, width = tf.cast(height, tf.int64), tf.cast(width, tf.int64)
+    short_side = tf.cast(short_side, tf.int64)
+    width_is_short = width <= height
+    short, long = tf.where(width_is_short, width, height), tf.where(width_is_short, height, width)
+    new_long = short_side * long // short
+    new_height = tf.where(width_is_short, new_long, short_side)
+    new_width = tf.where(width_is_short, short_side, new_long)
+    return tf.cast(new_height, tf.int32), tf.cast(new_width, tf.int32)
+
+
+def center_crop_offsets(height, width, size):
+    """(top, left) of torchvision `CenterCrop(size)`: int(round((side - size) / 2)), half to even, elementwise."""
+    offsets = [tf.round(tf.cast(side - size, tf.float64) / 2.0) for side in (height, width)]
+    return tuple(tf.cast(offset, tf.int32) for offset in offsets)
+
+
+def imagenet_eval(image, size=224):
+    """Resize the shorter side to `eval_short_side(size)`, then centre-crop size x size.
+
+    Geometry of torchvision `Resize(256)` and `CenterCrop(224)` (`resized_shape`,
+    `center_crop_offsets`); bilinear with antialiasing, like PIL's bilinear.
+    """
     shape = tf.shape(image)
-    height, width = tf.cast(shape[0], tf.float64), tf.cast(shape[1], tf.float64)
-    scale = short_side / tf.minimum(height, width)
-    new_height = tf.where(height <= width, short_side, tf.cast(tf.floor(height * scale), tf.int32))
-    new_width = tf.where(width < height, short_side, tf.cast(tf.floor(width * scale), tf.int32))
+    new_height, new_width = resized_shape(shape[0], shape[1], eval_short_side(size))
     resized = tf.image.resize(image, tf.stack([new_height, new_width]), method="bilinear", antialias=True)
-    top = tf.cast(tf.round(tf.cast(new_height - size, tf.float32) / 2), tf.int32)
-    left = tf.cast(tf.round(tf.cast(new_width - size, tf.float32) / 2), tf.int32)
+    top, left = center_crop_offsets(new_height, new_width, size)
     cropped = tf.slice(resized, tf.stack([top, left, 0]), [size, size, -1])
     return tf.ensure_shape(cropped, [size, size, 3])
 
