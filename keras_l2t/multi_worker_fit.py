@@ -17,14 +17,77 @@ when Keras' own code would take its multi-worker branch
 (`distribute.in_multi_worker_mode`): on one device, under `MirroredStrategy`,
 or under a one-worker `MultiWorkerMirroredStrategy` it changes nothing.
 Remove it once Keras fixes the issue (tests/test_multi_worker.py checks it).
+
+The hooks are private, and they have changed (keras/src/backend/tensorflow/trainer.py):
+- Keras 3.5–3.6: no `_make_function` (`make_train_function` and
+  `make_test_function` each build their own step), so an override of it never
+  runs; `_maybe_symbolic_build` reads `iterator.enumerate_epoch()` (the epoch
+  iterator itself is not iterable).
+- Keras 3.7–3.10: `_make_function(self, step_function)`; the epoch iterator
+  yields `(step, iterator)`.
+- Keras 3.11–3.15: the same `_make_function`; the epoch iterator yields
+  `(begin_step, end_step, iterator)`.
+The mixin is correct from Keras 3.7 (measured on 3.7, 3.10 and 3.15.1).
+setup.py asks for 3.10: below it, Keras' own losses (3.7) and logs (3.8–3.9)
+on several replicas differ from one device's. Importing this module checks
+that `keras.Model` has both hooks with the parameters overridden here
+(`hook_mismatches`) and raises one line if not; `_maybe_symbolic_build` takes
+the batches' iterator last in either shape of item, and raises on any other.
+tests/test_multi_worker.py checks that both hooks run.
 """
 
+import collections.abc
+import inspect
+
+import keras
 import tensorflow as tf
-from keras.src import tree
+from keras import tree
 
 from keras_l2t import distribute
 
 KERAS_ISSUE = "https://github.com/keras-team/keras/issues/20585"
+# The trainer hooks `MultiWorkerFitMixin` overrides, with their parameters (the same from Keras 3.7 to 3.15.1).
+HOOKS = {"_maybe_symbolic_build": ("self", "iterator", "data_batch"), "_make_function": ("self", "step_function")}
+
+
+def hook_mismatches(model_class=None):
+    """What differs between the hooks `MultiWorkerFitMixin` overrides and `model_class`'s (default `keras.Model`).
+
+    Returns one phrase per missing hook or hook with other parameters; an empty list when they fit.
+    """
+    model_class = keras.Model if model_class is None else model_class
+    mismatches = []
+    for name, parameters in HOOKS.items():
+        hook = getattr(model_class, name, None)
+        if hook is None:
+            mismatches.append(f"no {name}")
+        elif tuple(inspect.signature(hook).parameters) != parameters:
+            mismatches.append(f"{name}{inspect.signature(hook)} instead of {name}({', '.join(parameters)})")
+    return mismatches
+
+
+def _check_keras():
+    mismatches = hook_mismatches()
+    if mismatches:
+        raise ImportError(
+            f"keras_l2t.multi_worker_fit overrides hooks of Keras' TensorFlow trainer, but Keras {keras.__version__} "
+            f"(backend {keras.backend.backend()}) has {'; '.join(mismatches)}: install keras>=3.10 (setup.py) and "
+            f"use the TensorFlow backend ({KERAS_ISSUE})."
+        )
+
+
+_check_keras()
+
+
+def _batches(item):
+    """The batches' iterator in an item of Keras' TF epoch iterator: (step, it) before 3.11, (begin, end, it) since."""
+    batches = item[-1] if isinstance(item, tuple) and len(item) in (2, 3) else None
+    if not isinstance(batches, collections.abc.Iterator):
+        raise TypeError(
+            f"keras_l2t.multi_worker_fit: Keras {keras.__version__}'s epoch iterator yields {type(item).__name__} "
+            f"{item!r:.200}, not (step, iterator) or (begin_step, end_step, iterator) ({KERAS_ISSUE})."
+        )
+    return batches
 
 
 class MultiWorkerFitMixin:
@@ -40,14 +103,14 @@ class MultiWorkerFitMixin:
         strategy = self._distribute_strategy
         if iterator is None or not distribute.in_multi_worker_mode(strategy):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        for _, _, batches in iterator:
+        for item in iterator:
             data_batch = tree.map_structure(
                 lambda value: (
                     strategy.experimental_local_results(value)[0]
                     if isinstance(value, tf.distribute.DistributedValues)
                     else value
                 ),
-                next(batches),
+                next(_batches(item)),
             )
             break
         return super()._maybe_symbolic_build(data_batch=data_batch)
