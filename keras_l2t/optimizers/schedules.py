@@ -31,9 +31,11 @@ class EpochCosineDecay(keras.optimizers.schedules.LearningRateSchedule):
         self.offset = int(offset)
 
     def __call__(self, step):
-        epoch = ops.floor_divide(ops.cast(step, "float32"), float(self.steps_per_epoch))
-        progress = ops.minimum(epoch + self.offset, float(self.epochs)) / float(self.epochs)
-        return self.initial_learning_rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        # In float64, as PyTorch computes it in Python, then rounded once to floatx.
+        epoch = ops.floor_divide(ops.cast(step, "int64"), self.steps_per_epoch)
+        progress = ops.cast(ops.minimum(epoch + self.offset, self.epochs), "float64") / float(self.epochs)
+        rate = self.initial_learning_rate * 0.5 * (1.0 + ops.cos(math.pi * progress))
+        return ops.cast(rate, keras.config.floatx())
 
     def get_config(self):
         return {

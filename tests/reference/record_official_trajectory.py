@@ -1,0 +1,287 @@
+"""Records the authors' L2T-ww iteration, run unmodified, as the fixture of tests/test_official_trajectory.py.
+
+Run it with a Python that has torch and NumPy (no TensorFlow needed), on a
+checkout of the authors' repository (github alinlab/L2T-ww; its
+`logs/tinyimagenet-200-resnet32` holds the official ResNet-32 source):
+
+    /path/to/torch-python tests/reference/record_official_trajectory.py \
+        --official_repo=/path/to/L2T-ww --output=tests/data/official_trajectory.npz
+
+For each meta learning rate of `trajectory_state.META_LEARNING_RATES` it calls
+the authors' `train_l2t_ww.main()` with their README's CIFAR-100 command line,
+in float64, and lets it run `ITERATIONS` iterations of its own loop. Nothing of
+that loop is restated here. This script only: loads the state of
+`trajectory_state.py` into the modules right after the authors' constructors
+run, hands their loop our batches instead of CIFAR-100 (`check_dataset`), and
+wraps a few calls to *record* what they computed (the losses, the
+meta-gradient at the Adam step, the state between iterations). Three run-time
+adjustments let the 2019 code run on torch 2: the checkpoint is loaded to the
+CPU, `zero_grad` keeps torch 1.x's zeroed (not None) gradients, which
+`MetaSGD.meta_backward` reads, and, where torchvision's compiled operators do
+not load (a torch build it was not built for), its pure-Python modules are
+imported without them (the authors import only `BasicBlock` and two
+namespaces).
+"""
+
+import argparse
+import contextlib
+import importlib.util
+import os
+import sys
+import tempfile
+import types
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import trajectory_state as state_lib  # noqa: E402  pylint: disable=wrong-import-position
+
+
+def _import_torchvision_without_operators():
+    """Makes `import torchvision.<module>` work when its compiled extension cannot load."""
+    try:
+        import torchvision  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    except (RuntimeError, ImportError, OSError) as error:
+        spec = importlib.util.find_spec("torchvision")
+        if spec is None:
+            raise SystemExit("torchvision is not installed in this Python: pip install torchvision") from error
+        shell = types.ModuleType("torchvision")
+        shell.__path__ = list(spec.submodule_search_locations)
+        sys.modules["torchvision"] = shell
+        print(f"torchvision's compiled operators did not load ({str(error).splitlines()[0]}); "
+              "using its pure-Python modules only")
+
+
+class _Stop(Exception):
+    """Ends the authors' main() once the recorded iterations are done."""
+
+
+class Recorder:
+    """Runs the authors' main() once per meta learning rate and collects the fixture."""
+
+    def __init__(self, official_repo):
+        import torch  # pylint: disable=import-outside-toplevel
+        import torch.nn.functional as functional  # pylint: disable=import-outside-toplevel
+        import torch.optim as optim  # pylint: disable=import-outside-toplevel
+
+        self.torch = torch
+        torch.set_default_dtype(torch.float64)  # every module the authors build is then float64
+        self.state = state_lib.initial_state()
+        self.images, self.labels, self.probe = state_lib.batches()
+        self.fixture = {}
+        self.modules = {}
+        self.prefix = ""
+        self.iteration = -1
+        self.phase = "setup"
+        self.losses = {}
+
+        original_load = torch.load
+        torch.load = lambda *args, **kwargs: original_load(*args, **{"map_location": "cpu", **kwargs})
+        original_zero_grad = optim.Optimizer.zero_grad
+        optim.Optimizer.zero_grad = lambda self, set_to_none=False: original_zero_grad(self, set_to_none=set_to_none)
+        _import_torchvision_without_operators()
+        sys.path.insert(0, official_repo)
+        os.chdir(official_repo)  # the authors' script opens logs/ and split/ relatively
+        import train_l2t_ww as official  # pylint: disable=import-outside-toplevel
+        from train.meta_optimizers import MetaSGD  # pylint: disable=import-outside-toplevel
+
+        self.official = official
+        recorder = self
+
+        original_check_model = official.check_model
+
+        def check_model(opt):
+            model = original_check_model(opt)
+            if opt.model == "vgg9_bn":
+                recorder._load(model, "target.")
+                recorder.modules["target"] = model
+            else:
+                recorder.modules["source"] = model
+            return model
+
+        official.check_model = check_model
+        for cls, prefix in [(official.WeightNetwork, "wnet."), (official.LossWeightNetwork, "lwnet."),
+                            (official.FeatureMatching, "branch.")]:
+            self._load_after_init(cls, prefix)
+        official.check_dataset = self._check_dataset
+
+        original_matching = official.FeatureMatching.forward
+
+        def matching_forward(module, *args, **kwargs):
+            loss = original_matching(module, *args, **kwargs)
+            recorder._record_loss("matching", loss)
+            return loss
+
+        official.FeatureMatching.forward = matching_forward
+        original_cross_entropy = functional.cross_entropy
+
+        def cross_entropy(*args, **kwargs):
+            loss = original_cross_entropy(*args, **kwargs)
+            recorder._record_loss("ce", loss)
+            return loss
+
+        functional.cross_entropy = cross_entropy
+
+        original_step, original_meta_backward = MetaSGD.step, MetaSGD.meta_backward
+
+        def step(optimizer, objective, *args, **kwargs):
+            recorder.modules["target_optimizer"] = optimizer
+            result = original_step(optimizer, objective, *args, **kwargs)
+            if objective is None:  # the real step: the look-ahead follows
+                recorder._put(f"it{recorder.iteration}/learning_rate", optimizer.param_groups[0]["lr"])
+                recorder.phase = "look_ahead"
+            return result
+
+        def meta_backward(optimizer):
+            recorder.phase = "meta_backward"
+            return original_meta_backward(optimizer)
+
+        MetaSGD.step, MetaSGD.meta_backward = step, meta_backward
+        original_adam_step = optim.Adam.step
+
+        def adam_step(optimizer, *args, **kwargs):
+            for prefix in ("wnet", "lwnet"):
+                for name, parameter in recorder.modules[prefix].named_parameters():
+                    recorder._summarise(f"it{recorder.iteration}/meta_gradient", f"{prefix}.{name}", parameter.grad)
+            return original_adam_step(optimizer, *args, **kwargs)
+
+        optim.Adam.step = adam_step
+
+    # ------------------------------------------------------------ helpers
+
+    def _put(self, key, value):
+        self.fixture[self.prefix + key] = np.array(value, dtype=np.float64)
+
+    def _summarise(self, group, name, tensor):
+        sums, samples = state_lib.summary(name, tensor.detach().cpu().numpy())
+        self._put(f"{group}/{name}/sums", sums)
+        self._put(f"{group}/{name}/samples", samples)
+
+    def _record_loss(self, kind, loss):
+        if self.phase in ("real", "look_ahead"):
+            self.losses.setdefault(f"{self.phase}_{kind}", []).append(loss.item())
+
+    def _load(self, module, prefix):
+        torch = self.torch
+        own = module.state_dict()
+        values = {}
+        for key, value in self.state.items():
+            if key.startswith(prefix):
+                name = key[len(prefix):]
+                assert name in own and tuple(own[name].shape) == value.shape, (key, value.shape)
+                values[name] = torch.from_numpy(value.copy())
+        _, unexpected = module.load_state_dict(values, strict=False)
+        assert values and not unexpected, (prefix, unexpected)
+
+    def _load_after_init(self, cls, prefix):
+        recorder, original_init = self, cls.__init__
+
+        def __init__(module, *args, **kwargs):
+            original_init(module, *args, **kwargs)
+            recorder._load(module, prefix)
+            recorder.modules[prefix[:-1]] = module
+
+        cls.__init__ = __init__
+
+    def _nchw(self, images):
+        return self.torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
+
+    def _snapshot(self, tag):
+        """θ, BN statistics, φ, momentum buffers, and w, λ and the source's logits on the probe batch."""
+        torch = self.torch
+        parameter_names = {}
+        for prefix in ("target", "branch", "wnet", "lwnet"):
+            module = self.modules[prefix]
+            for name, value in module.state_dict().items():
+                if f"{prefix}.{name}" in self.state:
+                    self._summarise(f"{tag}/state", f"{prefix}.{name}", value)
+            for name, parameter in module.named_parameters():
+                parameter_names[parameter] = f"{prefix}.{name}"
+        optimizer = self.modules.get("target_optimizer")  # MetaSGD has a __len__: test against None
+        for parameter, name in parameter_names.items():
+            buffer = optimizer.state.get(parameter, {}).get("momentum_buffer") if optimizer is not None else None
+            if buffer is not None and name in self.state and not name.startswith(("wnet", "lwnet")):
+                self._summarise(f"{tag}/momentum", name, buffer)
+        with torch.no_grad():
+            logits, features = self.modules["source"].forward_with_features(self._nchw(self.probe))
+            channel_weights = self.modules["wnet"](features)
+            pair_weights = self.modules["lwnet"](features)
+        self._summarise(f"{tag}/probe", "source_logits", logits)
+        for p in range(len(state_lib.PAIRS)):
+            self._put(f"{tag}/probe/channel_weights/{p}", channel_weights[p].numpy())
+            self._put(f"{tag}/probe/pair_weights/{p}", pair_weights[p].reshape(-1).numpy())
+
+    def _finish_iteration(self):
+        for key, values in self.losses.items():
+            self._put(f"it{self.iteration}/losses/{key}", values)
+        self.losses = {}
+        self._snapshot(f"it{self.iteration}")
+
+    def _batches(self):
+        torch = self.torch
+        for i in range(state_lib.ITERATIONS):
+            if i == 0:
+                self._snapshot("init")
+            else:
+                self._finish_iteration()
+            self.iteration, self.phase = i, "real"
+            yield self._nchw(self.images[i]), torch.from_numpy(self.labels[i].astype(np.int64))
+        self._finish_iteration()
+        raise _Stop()
+
+    def _check_dataset(self, opt):
+        opt.num_classes = state_lib.NUM_CLASSES
+        batches = self._batches()
+
+        class Loader:  # pylint: disable=too-few-public-methods
+            def __len__(self):
+                return state_lib.ITERATIONS
+
+            def __iter__(self):
+                return batches
+
+        return [Loader(), [], []]
+
+    # ---------------------------------------------------------------- run
+
+    def run(self, meta_learning_rate, index):
+        self.prefix = f"meta_lr{index}/"
+        self.modules, self.iteration, self.phase, self.losses = {}, -1, "setup", {}
+        self._put("meta_learning_rate", meta_learning_rate)
+        work = tempfile.mkdtemp(prefix="official_trajectory_")
+        sys.argv = [
+            "train_l2t_ww.py", "--dataset", "cifar100", "--datasplit", "cifar100", "--dataroot", work,
+            "--experiment", os.path.join(work, "experiment"), "--source-path", "logs", "--source-model", "resnet32",
+            "--source-domain", "tinyimagenet-200", "--target-model", "vgg9_bn", "--pairs", state_lib.PAIRS_SPEC,
+            "--batchSize", str(state_lib.BATCH_SIZE), "--T", str(state_lib.INNER_STEPS),
+            "--meta-lr", repr(meta_learning_rate),
+        ]
+        try:
+            self.official.main()
+        except _Stop:
+            pass
+        assert self.iteration == state_lib.ITERATIONS - 1, f"the authors' loop stopped at iteration {self.iteration}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--official_repo", required=True, help="a checkout of github alinlab/L2T-ww")
+    parser.add_argument("--output", required=True, help="the fixture to write (.npz)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    output = os.path.abspath(args.output)
+    import torch  # pylint: disable=import-outside-toplevel
+
+    torch.set_num_threads(args.threads)
+    recorder = Recorder(os.path.abspath(args.official_repo))
+    log_path = os.path.join(tempfile.mkdtemp(prefix="official_trajectory_"), "stdout.log")
+    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):  # the authors' log lines
+        for index, meta_learning_rate in enumerate(state_lib.META_LEARNING_RATES):
+            recorder.run(meta_learning_rate, index)
+    state_lib.write_fixture(output, recorder.fixture, torch_version=torch.__version__)
+    print(f"wrote {output} ({os.path.getsize(output) / 1e3:.0f} kB, torch {torch.__version__}); "
+          f"the authors' log: {log_path}")
+
+
+if __name__ == "__main__":
+    main()

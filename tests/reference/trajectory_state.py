@@ -1,0 +1,124 @@
+"""The state and batches both sides of the reference trajectory start from (NumPy only).
+
+The official CIFAR-100 command (ResNet-32 → VGG-9-BN, the 15 pairs of the
+authors' README, T = 2, β = 0.5, SGD 0.1 / 0.9 / 1e-4, Adam with weight decay
+1e-4) run for a few iterations from one seeded state. Names and layouts are the
+official PyTorch ones (conv kernels OIHW, Linear weights (out, in)); NumPy's
+`default_rng` makes the same numbers on every platform, so the fixture needs
+no weights. Imported by `record_official_trajectory.py` (a Python with torch,
+no TensorFlow) and by `tests/test_official_trajectory.py`.
+"""
+
+import json
+import math
+
+import numpy as np
+
+PAIRS = [(m, n) for m in (4, 9, 14) for n in range(5)]  # the README's 4-0,...,14-4
+PAIRS_SPEC = ",".join(f"{m}-{n}" for m, n in PAIRS)
+NUM_CLASSES = 100  # the official cifar100 split's classes
+EPOCHS = 200  # the official default --epochs
+LEARNING_RATE = 0.1
+MOMENTUM = 0.9
+WEIGHT_DECAY = 1e-4
+META_WEIGHT_DECAY = 1e-4
+BETA = 0.5
+INNER_STEPS = 2
+BATCH_SIZE = 8
+PROBE_SIZE = 8
+ITERATIONS = 4
+META_LEARNING_RATES = (1e-4, 1e-2)
+SEED = 0
+SAMPLES_PER_TENSOR = 8
+
+# VGG-9-BN (the official cfg [64, M, 128, M, 256, 256, M, 512, 512, M, 512, 512, M] with BN):
+# indices in `features` of conv i and BN i (i = 1..8), and the channel widths.
+VGG_CONV_INDICES = [0, 4, 8, 11, 15, 18, 22, 25]
+VGG_BN_INDICES = [1, 5, 9, 12, 16, 19, 23, 26]
+VGG_WIDTHS = [64, 128, 256, 256, 512, 512, 512, 512]
+SOURCE_CHANNELS = {4: 16, 9: 32, 14: 64}  # ResNet-32 taps of the pairs
+TARGET_CHANNELS = [64, 128, 256, 512, 512]  # VGG-9-BN taps 0..4
+
+
+def epoch_zero_learning_rate():
+    """θ's rate in epoch 0: the official loop steps CosineAnnealingLR(T_max=200) before the first batch."""
+    return LEARNING_RATE * (1 + math.cos(math.pi / EPOCHS)) / 2
+
+
+def initial_state():
+    """{official name: float64 array}: target, regressors ("branch"), what-nets ("wnet"), where-nets ("lwnet").
+
+    He-normal convolutions, BN affine terms and statistics off their defaults
+    (so that a swapped γ/β or mean/var shows), a small random classifier,
+    PyTorch-default regressors, what-nets off zero (w starts non-uniform) and
+    where-nets with the official bias 1 (λ starts inside relu6's range).
+    """
+    rng = np.random.default_rng(SEED)
+    state = {}
+    channels_in = 3
+    for conv, bn, width in zip(VGG_CONV_INDICES, VGG_BN_INDICES, VGG_WIDTHS):
+        state[f"target.features.{conv}.weight"] = rng.normal(0, math.sqrt(2 / (9 * width)), (width, channels_in, 3, 3))
+        state[f"target.features.{conv}.bias"] = rng.normal(0, 0.01, width)
+        state[f"target.features.{bn}.weight"] = rng.uniform(0.8, 1.2, width)
+        state[f"target.features.{bn}.bias"] = rng.normal(0, 0.05, width)
+        state[f"target.features.{bn}.running_mean"] = rng.normal(0, 0.1, width)
+        state[f"target.features.{bn}.running_var"] = rng.uniform(0.5, 1.5, width)
+        channels_in = width
+    state["target.classifier.weight"] = rng.normal(0, 0.05, (NUM_CLASSES, 512))
+    state["target.classifier.bias"] = rng.normal(0, 0.01, NUM_CLASSES)
+    for p, (m, n) in enumerate(PAIRS):
+        bound = 1 / math.sqrt(TARGET_CHANNELS[n])
+        state[f"branch.{p}.weight"] = rng.uniform(-bound, bound, (SOURCE_CHANNELS[m], TARGET_CHANNELS[n], 1, 1))
+        state[f"branch.{p}.bias"] = rng.uniform(-bound, bound, SOURCE_CHANNELS[m])
+    for p, (m, _) in enumerate(PAIRS):
+        channels = SOURCE_CHANNELS[m]
+        state[f"wnet.{p}.weight"] = rng.normal(0, 0.5 / math.sqrt(channels), (channels, channels))
+        state[f"wnet.{p}.bias"] = rng.normal(0, 0.1, channels)
+        bound = 1 / math.sqrt(channels)
+        state[f"lwnet.{p}.weight"] = rng.uniform(-bound, bound, (1, channels))
+        state[f"lwnet.{p}.bias"] = np.ones(1)
+    return state
+
+
+def batches():
+    """(images (K, B, 32, 32, 3) NHWC, labels (K, B), probe images (P, 32, 32, 3)), float64, N(0, 1)."""
+    rng = np.random.default_rng(SEED + 1)
+    images = rng.standard_normal((ITERATIONS, BATCH_SIZE, 32, 32, 3))
+    labels = rng.integers(0, NUM_CLASSES, (ITERATIONS, BATCH_SIZE))
+    probe = rng.standard_normal((PROBE_SIZE, 32, 32, 3))
+    return images, labels, probe
+
+
+def sample_indices(name, size):
+    """The flat indices of `name`'s sampled entries: fixed per name, the same on both sides."""
+    rng = np.random.default_rng([SEED, *name.encode()])
+    return np.sort(rng.choice(size, min(SAMPLES_PER_TENSOR, size), replace=False))
+
+
+def summary(name, array):
+    """(sum, L2 norm, sampled entries) of a tensor: enough to localise a drift, small enough to commit."""
+    flat = np.asarray(array, np.float64).reshape(-1)
+    return np.array([flat.sum(), np.linalg.norm(flat)]), flat[sample_indices(name, flat.size)]
+
+
+def write_fixture(path, arrays, **metadata):
+    """Packs {key: float array} into one compressed .npz: the values end to end and a JSON index."""
+    index, chunks, offset = {}, [], 0
+    for key, value in arrays.items():
+        flat = np.asarray(value, np.float64).reshape(-1)
+        index[key] = [offset, list(np.shape(value))]
+        chunks.append(flat)
+        offset += flat.size
+    header = json.dumps({"index": index, "metadata": metadata}).encode()
+    np.savez_compressed(path, values=np.concatenate(chunks), header=np.frombuffer(header, np.uint8))
+
+
+def read_fixture(path):
+    """({key: float64 array}, metadata) from `write_fixture`."""
+    with np.load(path) as data:
+        values, header = data["values"], json.loads(data["header"].tobytes().decode())
+    arrays = {}
+    for key, (offset, shape) in header["index"].items():
+        size = int(np.prod(shape)) if shape else 1
+        arrays[key] = values[offset : offset + size].reshape(shape)
+    return arrays, header["metadata"]

@@ -1,0 +1,192 @@
+"""keras-l2t replays the authors' own L2T-ww iterations, recorded from their unmodified code.
+
+`tests/data/official_trajectory.npz` holds what the authors' `train_l2t_ww.main()`
+computed over 4 iterations of their README's CIFAR-100 command (ResNet-32 →
+VGG-9-BN, 15 pairs, T = 2), in float64, at meta learning rates 1e-4 and 1e-2,
+from the state and batches of `tests/reference/trajectory_state.py`
+(`tests/reference/record_official_trajectory.py` writes it; BUILD.md says how).
+Here keras-l2t starts from the same state, runs `train_on_batch` on the same
+batches, and must agree after every iteration to 1e-9 relative: the losses, the
+meta-gradient, θ, the momentum buffers, the BatchNorm statistics, φ, and w and
+λ on a probe batch. A failure lists the worst entries, which says where the two
+programs part.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_l2t
+from keras_l2t import backbones, official_weights
+from keras_l2t.optimizers import SGD, AdamL2, EpochCosineDecay
+from keras_l2t.source_models import load_source
+from tests.reference import trajectory_state as state_lib
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "data", "official_trajectory.npz")
+TOLERANCE = 1e-9
+# Scales below this count as this: what is zero analytically carries only round-off (the gradient of a
+# convolution's bias followed by BatchNorm is 0, so its momentum buffer is wd·bias, ~1e-6, plus ~1e-15 of
+# round-off), so 1e-9 of it is checked to 1e-14 absolute.
+SCALE_FLOOR = 1e-5
+
+
+@pytest.fixture(scope="module")
+def official():
+    arrays, metadata = state_lib.read_fixture(FIXTURE)
+    assert metadata["torch_version"]
+    return arrays
+
+
+@pytest.fixture
+def float64():
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    yield
+    keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")
+
+
+class RecordingAdamL2(AdamL2):
+    """AdamL2 that keeps the last gradients it was given (the meta-gradient), in variables of its own."""
+
+    def build(self, variables):
+        super().build(variables)
+        self.last_gradients = [tf.Variable(tf.zeros(v.shape, v.dtype), trainable=False) for v in variables]
+
+    def apply(self, grads, trainable_variables=None):
+        for kept, gradient in zip(self.last_gradients, grads):
+            kept.assign(gradient)
+        return super().apply(grads, trainable_variables)
+
+
+def _conv(kernel):
+    return np.transpose(kernel, (3, 2, 0, 1))  # HWIO -> OIHW
+
+
+def _from_official(value):
+    """The official layout of `name` back to the Keras variable's."""
+    if value.ndim == 4:
+        return np.transpose(value, (2, 3, 1, 0))  # OIHW -> HWIO
+    return np.transpose(value) if value.ndim == 2 else value
+
+
+def _official_layout(model):
+    """[(official name, keras variable, to the official layout)] for θ, the BN statistics and φ."""
+    same = lambda value: value  # noqa: E731
+    network = model.target.network
+    layout = []
+    for i, (conv_index, bn_index) in enumerate(zip(state_lib.VGG_CONV_INDICES, state_lib.VGG_BN_INDICES), 1):
+        conv, bn = network.get_layer(f"conv{i}"), network.get_layer(f"bn{i}")
+        layout += [
+            (f"target.features.{conv_index}.weight", conv.kernel, _conv),
+            (f"target.features.{conv_index}.bias", conv.bias, same),
+            (f"target.features.{bn_index}.weight", bn.gamma, same),
+            (f"target.features.{bn_index}.bias", bn.beta, same),
+            (f"target.features.{bn_index}.running_mean", bn.moving_mean, same),
+            (f"target.features.{bn_index}.running_var", bn.moving_variance, same),
+        ]
+    classifier = network.get_layer("classifier")
+    layout += [("target.classifier.weight", classifier.kernel, np.transpose), ("target.classifier.bias", classifier.bias, same)]
+    for p, matcher in enumerate(model.matchers):
+        layout += [(f"branch.{p}.weight", matcher.regressor.kernel, _conv), (f"branch.{p}.bias", matcher.regressor.bias, same)]
+    for p, (what, where) in enumerate(zip(model.channel_weight_nets, model.pair_weight_nets)):
+        layout += [
+            (f"wnet.{p}.weight", what.dense.kernel, np.transpose), (f"wnet.{p}.bias", what.dense.bias, same),
+            (f"lwnet.{p}.weight", where.dense.kernel, np.transpose), (f"lwnet.{p}.bias", where.dense.bias, same),
+        ]
+    return layout
+
+
+def _model_at_the_official_state(meta_learning_rate):
+    source = load_source(official_weights.TINYIMAGENET_RESNET32, image_size=32)
+    target = backbones.vgg9_bn(num_classes=state_lib.NUM_CLASSES)
+    model = keras_l2t.L2TWW(source, target, pairs=state_lib.PAIRS_SPEC, beta=state_lib.BETA,
+                            inner_steps=state_lib.INNER_STEPS)
+    assert list(model.pairs) == state_lib.PAIRS
+    schedule = EpochCosineDecay(state_lib.LEARNING_RATE, state_lib.EPOCHS, steps_per_epoch=state_lib.ITERATIONS)
+    model.compile(
+        optimizer=SGD(schedule, momentum=state_lib.MOMENTUM, weight_decay=state_lib.WEIGHT_DECAY),
+        meta_optimizer=RecordingAdamL2(meta_learning_rate, weight_decay=state_lib.META_WEIGHT_DECAY),
+    )
+    layout = _official_layout(model)
+    everything = model.theta_variables + model.meta_variables + list(model.target.non_trainable_variables)
+    assert {id(v) for _, v, _ in layout} == {id(v) for v in everything}
+    state = state_lib.initial_state()
+    for name, variable, to_official in layout:
+        variable.assign(_from_official(state[name]))
+    return model, layout, schedule
+
+
+class Comparison:
+    """Relative differences against the recorded values, kept to report the worst."""
+
+    def __init__(self, official, prefix):
+        self.official, self.prefix, self.errors = official, prefix, {}
+
+    def summary(self, key, name, value):
+        value = np.asarray(value, np.float64)
+        sums, samples = state_lib.summary(name, value)
+        ref_sums, ref_samples = self.official[f"{self.prefix}{key}/{name}/sums"], self.official[f"{self.prefix}{key}/{name}/samples"]
+        norm = max(ref_sums[1], SCALE_FLOOR)
+        rms = max(ref_sums[1] / np.sqrt(value.size), SCALE_FLOOR)
+        self.errors[f"{key}/{name}"] = max(
+            abs(sums[0] - ref_sums[0]) / (norm * np.sqrt(value.size)),
+            abs(sums[1] - ref_sums[1]) / norm,
+            float(np.max(np.abs(samples - ref_samples))) / rms,
+        )
+
+    def values(self, key, value, scale=None):
+        value, ref = np.asarray(value, np.float64).reshape(-1), self.official[self.prefix + key].reshape(-1)
+        scale = np.maximum(np.abs(ref), SCALE_FLOOR) if scale is None else scale
+        self.errors[key] = float(np.max(np.abs(value - ref) / scale))
+
+    def check(self, where):
+        worst = sorted(self.errors.items(), key=lambda item: -item[1])[:10]
+        assert worst[0][1] <= TOLERANCE, f"keras-l2t and the authors' code part {where}; worst relative differences:\n" + "\n".join(
+            f"  {key}: {error:.3e}" for key, error in worst
+        )
+
+
+def _compare_state(comparison, model, layout, tag, probe):
+    for name, variable, to_official in layout:
+        comparison.summary(f"{tag}/state", name, to_official(variable.numpy()))
+        if variable.trainable and not name.startswith(("wnet", "lwnet")) and tag != "init":
+            buffer = model.theta_optimizer.momentum_buffer(variable)
+            comparison.summary(f"{tag}/momentum", name, to_official(buffer.numpy()))
+    comparison.summary(f"{tag}/probe", "source_logits", model.source(probe, training=False))
+    weights = model.transfer_weights(probe)
+    for p in range(len(state_lib.PAIRS)):
+        comparison.values(f"{tag}/probe/channel_weights/{p}", weights["channel_weights"][p])
+        comparison.values(f"{tag}/probe/pair_weights/{p}", weights["pair_weights"][p])
+
+
+@pytest.mark.parametrize("run", range(len(state_lib.META_LEARNING_RATES)))
+def test_iterations_equal_the_authors_code(official, float64, run):
+    prefix = f"meta_lr{run}/"
+    meta_learning_rate = float(official[prefix + "meta_learning_rate"])
+    keras.utils.set_random_seed(0)
+    model, layout, schedule = _model_at_the_official_state(meta_learning_rate)
+    images, labels, probe = state_lib.batches()
+    probe = tf.constant(probe)
+    comparison = Comparison(official, prefix)
+    _compare_state(comparison, model, layout, "init", probe)
+    comparison.check("before the first iteration (loading the state)")
+    meta_names = {id(v): name for name, v, _ in layout}
+    for i in range(state_lib.ITERATIONS):
+        model.reset_metrics()
+        logs = model.train_on_batch(tf.constant(images[i]), tf.constant(labels[i]), return_dict=True)
+        comparison = Comparison(official, prefix)
+        comparison.values(f"it{i}/learning_rate", float(schedule(i)))
+        comparison.values(f"it{i}/losses/real_ce", logs["ce"])
+        comparison.values(f"it{i}/losses/real_matching", logs["matching"])
+        comparison.errors["meta objective"] = abs(logs["meta_loss"] - official[f"{prefix}it{i}/losses/look_ahead_ce"][-1]) / abs(
+            official[f"{prefix}it{i}/losses/look_ahead_ce"][-1]
+        )
+        to_official = {id(v): fn for _, v, fn in layout}
+        for variable, gradient in zip(model.meta_variables, model.meta_optimizer.last_gradients):
+            comparison.summary(f"it{i}/meta_gradient", meta_names[id(variable)], to_official[id(variable)](gradient.numpy()))
+        _compare_state(comparison, model, layout, f"it{i}", probe)
+        comparison.check(f"at iteration {i} (meta lr {meta_learning_rate:g})")
