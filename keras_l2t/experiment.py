@@ -78,6 +78,7 @@ class ExperimentConfig:
     meta_weight_decay: float = 1e-4
     meta_warmup_epochs: int = 0  # the meta learning rate rises linearly from 0 over these epochs' meta-steps
     pair_weight_init: float = 1.0  # the where-nets' initial bias (official --loss-weight-init): λ starts near it
+    second_statistics_update: bool = True  # BN statistics also from a forward after the meta step (official)
     first_order: bool = False
     meta_every: int = 1
     recompute_look_ahead: bool = False
@@ -265,6 +266,7 @@ def _build_model(config, splits, steps_per_epoch):
         recompute_look_ahead=config.recompute_look_ahead,
         full_precision_look_ahead=config.full_precision_look_ahead,
         pair_weight_init=config.pair_weight_init,
+        second_statistics_update=config.second_statistics_update,
     )
     model.compile(
         optimizer=target_optimizer(config, steps_per_epoch),
@@ -489,6 +491,9 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             "meta_lr": meta_learning_rate(config, steps_per_epoch) if config.method in ("l2t_w", "l2t_ww") else None,
             "meta_warmup_epochs": config.meta_warmup_epochs if config.method in ("l2t_w", "l2t_ww") else None,
             "pair_weight_init": config.pair_weight_init if config.method in ("l2t_ww", "l2t_ww_frozen") else None,
+            "second_statistics_update": (
+                config.second_statistics_update if config.method in ("l2t_w", "l2t_ww", "l2t_ww_frozen") else None
+            ),
             "image_size": splits.image_size,
             "class_names": list(splits.class_names),  # of the outputs, in order (after `classes` relabelling)
             "inference_model": inference_model,

@@ -28,7 +28,7 @@ from train.errors import run_reporting_errors
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ExperimentConfig fields added after run directories existed (the hash of a config at their defaults is the
 # hash of one without them).
-LATER_FIELDS = ("full_precision_look_ahead", "meta_warmup_epochs", "pair_weight_init")
+LATER_FIELDS = ("full_precision_look_ahead", "meta_warmup_epochs", "pair_weight_init", "second_statistics_update")
 TINY = ["--method=scratch", "--epochs=1", "--steps_per_epoch=1", "--width=0.125", "--verbose=0"]
 
 
@@ -199,9 +199,11 @@ def test_meta_warmup_and_where_net_bias_flags_reach_the_config_and_the_run_direc
         k: v for k, v in dataclasses.asdict(default).items()
         if k not in LATER_FIELDS and k not in run_dirs.IGNORED_FIELDS
     })
+    assert base().second_statistics_update and not base("--nosecond_statistics_update").second_statistics_update
     dirs = {_model_dir("--method=l2t_ww"), _model_dir("--method=l2t_ww", "--meta_warmup_epochs=2"),
-            _model_dir("--method=l2t_ww", "--pair_weight_init=0.5")}
-    assert len(dirs) == 3
+            _model_dir("--method=l2t_ww", "--pair_weight_init=0.5"),
+            _model_dir("--method=l2t_ww", "--nosecond_statistics_update")}
+    assert len(dirs) == 4
     # Fixed references: the directories these configurations had before the fields existed (00425cf), so
     # that users' finished runs are found again after an upgrade.
     assert _model_dir("--method=l2t_ww") == os.path.join("runs", "digits-l2t_ww-38c88930")

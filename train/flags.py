@@ -43,7 +43,7 @@ HELP_GROUPS = (
     )),
     ("Method, transfer and meta-learning", (
         "method", "pairs", "beta", "inner_steps", "meta_lr", "meta_weight_decay", "meta_warmup_epochs",
-        "pair_weight_init", "speed", "first_order",
+        "pair_weight_init", "second_statistics_update", "speed", "first_order",
         "meta_every", "recompute_look_ahead", "full_precision_look_ahead", "at_weight", "lwf_weight", "lwf_temperature",
     )),
     ("Runtime and output", (
@@ -243,6 +243,12 @@ def define_flags(fv):
         flag_values=fv,
     )
     flags.DEFINE_bool(
+        "second_statistics_update", True,
+        "Update BatchNorm statistics a second time after each meta step, from the same batch at the updated θ, as "
+        "the official meta_backward does (--nosecond_statistics_update: once per step).",
+        flag_values=fv,
+    )
+    flags.DEFINE_bool(
         "first_order", False, "Cheaper meta-gradient that drops the Hessian-in-θ terms.", flag_values=fv
     )
     flags.DEFINE_integer("meta_every", 1, "Meta-update every k-th step.", flag_values=fv)
@@ -400,6 +406,7 @@ def plan_from_flags(flag_values):
         meta_weight_decay=flag_values.meta_weight_decay,
         meta_warmup_epochs=flag_values.meta_warmup_epochs,
         pair_weight_init=flag_values.pair_weight_init,
+        second_statistics_update=flag_values.second_statistics_update,
         first_order=look_ahead["first_order"],
         meta_every=look_ahead["meta_every"],
         recompute_look_ahead=flag_values.recompute_look_ahead,
