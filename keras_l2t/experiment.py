@@ -22,6 +22,7 @@ from keras_l2t import data as data_lib
 from keras_l2t import determinism, distribute, export, precision
 from keras_l2t import optimizers
 from keras_l2t import source_models
+from keras_l2t.time_estimate import RunTimeEstimate
 from keras_l2t.callbacks import (
     BestValidationTracker,
     GroupedTensorBoard,
@@ -353,6 +354,21 @@ def _describe_checkpoint(model_dir):
     return f"{directory} (after epoch {state['epochs_completed']})"
 
 
+def long_run_advice(config):
+    """What to say when a run's estimate is long on a machine without a GPU (None with a GPU)."""
+    if tf.config.list_physical_devices("GPU"):
+        return None
+    levers = []
+    if config.method in ("l2t_w", "l2t_ww") and config.meta_every == 1:
+        levers.append(
+            "--speed=fast (a meta step on every 4th step: 0.38x the cost of an exact step, within one seed-std of "
+            "exact on the Fashion-MNIST N = 50 study, docs/results/fast_meta_steps.md)"
+        )
+    levers += ["fewer --epochs", "a smaller --image_size", "a GPU (BUILD.md)",
+               "--strategy=multi_worker over several machines (BUILD.md)"]
+    return "That is long for a CPU; levers: " + ", ".join(levers) + "."
+
+
 def run_experiment(config, *, overwrite=False, callbacks=()):
     """Trains per `config`, resuming from `model_dir` if it holds the same run; returns the results.
 
@@ -466,6 +482,11 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             # The validation set's first batch, read once validation has filled its cache.
             all_callbacks.append(TransferMonitor(splits.val, os.path.join(log_dir, "transfer")))
         all_callbacks += [*callbacks, checkpoint]  # the checkpoint last: it saves what the others did
+        estimate = RunTimeEstimate(
+            start, config.epochs, steps_per_epoch, initial_epoch, long_run_advice(config),
+            print_fn=print if chief else None,
+        )
+        all_callbacks.insert(0, estimate)
         # The bar: ~6 figures (and a line on the meta-networks after each epoch); the rest in TensorBoard, history.csv.
         all_callbacks.append(ShortProgbarLogger(epoch_lines=[MetaNetworkMovement.line] if movement else []))
         if initial_epoch < config.epochs:
@@ -509,6 +530,7 @@ def run_experiment(config, *, overwrite=False, callbacks=()):
             "resumed_after_epoch": initial_epoch,
             # L2T-ww's meta-networks after the last epoch: per pair λ and w entropy, and how far they moved.
             "transfer": movement.summary if movement else None,
+            "estimated_seconds": None if estimate.estimated_seconds is None else round(estimate.estimated_seconds, 2),
             "wall_seconds": round(time.time() - start, 2),
             "versions": versions(),
         }
