@@ -7,20 +7,23 @@ checkout of the authors' repository (github alinlab/L2T-ww; its
     /path/to/torch-python tests/reference/record_official_trajectory.py \
         --official_repo=/path/to/L2T-ww --output=tests/data/official_trajectory.npz
 
-For each meta learning rate of `trajectory_state.META_LEARNING_RATES` it calls
-the authors' `train_l2t_ww.main()` with their README's CIFAR-100 command line,
-in float64, and lets it run `ITERATIONS` iterations of its own loop. Nothing of
-that loop is restated here. This script only: loads the state of
+It calls the authors' `train_l2t_ww.main()` in float64 with their README's
+CIFAR-100 command line, once for each meta learning rate of
+`trajectory_state.META_LEARNING_RATES`, and with their Stanford Dogs command
+line (ResNet-34 → ResNet-18) once, and lets it run `ITERATIONS` iterations of
+its own loop each time (about 1½ minutes and 5 minutes on 2 cores). Nothing of
+that loop is restated here. This script only: loads the states of
 `trajectory_state.py` into the modules right after the authors' constructors
-run, hands their loop our batches instead of CIFAR-100 (`check_dataset`), and
-wraps a few calls to *record* what they computed (the losses, the
-meta-gradient at the Adam step, the state between iterations). Three run-time
-adjustments let the 2019 code run on torch 2: the checkpoint is loaded to the
-CPU, `zero_grad` keeps torch 1.x's zeroed (not None) gradients, which
-`MetaSGD.meta_backward` reads, and, where torchvision's compiled operators do
-not load (a torch build it was not built for), its pure-Python modules are
-imported without them (the authors import only `BasicBlock` and two
-namespaces).
+run (the ImageNet ResNet-34 through the `load_url` their code downloads it
+with), hands their loop our batches instead of the datasets
+(`check_dataset`), and wraps a few calls to *record* what they computed (the
+losses, the meta-gradient at the Adam step, the state between iterations).
+Three run-time adjustments let the 2019 code run on torch 2: the checkpoint is
+loaded to the CPU, `zero_grad` keeps torch 1.x's zeroed (not None) gradients,
+which `MetaSGD.meta_backward` reads, and, where torchvision's compiled
+operators do not load (a torch build it was not built for), its pure-Python
+modules are imported without them (the authors import only `BasicBlock` and
+two namespaces).
 """
 
 import argparse
@@ -66,8 +69,7 @@ class Recorder:
 
         self.torch = torch
         torch.set_default_dtype(torch.float64)  # every module the authors build is then float64
-        self.state = state_lib.initial_state()
-        self.images, self.labels, self.probe = state_lib.batches()
+        self.state, self.images, self.labels, self.probe, self.num_classes = None, None, None, None, None
         self.fixture = {}
         self.modules = {}
         self.prefix = ""
@@ -83,6 +85,7 @@ class Recorder:
         sys.path.insert(0, official_repo)
         os.chdir(official_repo)  # the authors' script opens logs/ and split/ relatively
         import train_l2t_ww as official  # pylint: disable=import-outside-toplevel
+        from models import resnet_ilsvrc  # pylint: disable=import-outside-toplevel
         from train.meta_optimizers import MetaSGD  # pylint: disable=import-outside-toplevel
 
         self.official = official
@@ -92,7 +95,7 @@ class Recorder:
 
         def check_model(opt):
             model = original_check_model(opt)
-            if opt.model == "vgg9_bn":
+            if opt.model == opt.target_model:
                 recorder._load(model, "target.")
                 recorder.modules["target"] = model
             else:
@@ -100,6 +103,20 @@ class Recorder:
             return model
 
         official.check_model = check_model
+        # The ImageNet source: their resnet34(pretrained=True) loads what load_url returns; here, our state.
+        resnet_ilsvrc.model_zoo.load_url = lambda url, *args, **kwargs: {
+            key[len("source."):]: torch.from_numpy(value.copy())
+            for key, value in recorder.state.items() if key.startswith("source.")
+        }
+        original_resnet34 = resnet_ilsvrc.resnet34
+
+        def resnet34(pretrained=False, **kwargs):
+            model = original_resnet34(pretrained=pretrained, **kwargs)
+            if pretrained:
+                recorder.modules["source"] = model
+            return model
+
+        resnet_ilsvrc.resnet34 = resnet34
         for cls, prefix in [(official.WeightNetwork, "wnet."), (official.LossWeightNetwork, "lwnet."),
                             (official.FeatureMatching, "branch.")]:
             self._load_after_init(cls, prefix)
@@ -207,8 +224,8 @@ class Recorder:
             channel_weights = self.modules["wnet"](features)
             pair_weights = self.modules["lwnet"](features)
         self._summarise(f"{tag}/probe", "source_logits", logits)
-        for p in range(len(state_lib.PAIRS)):
-            self._put(f"{tag}/probe/channel_weights/{p}", channel_weights[p].numpy())
+        for p in range(len(channel_weights)):
+            self._summarise(f"{tag}/probe", f"channel_weights_{p}", channel_weights[p])
             self._put(f"{tag}/probe/pair_weights/{p}", pair_weights[p].reshape(-1).numpy())
 
     def _finish_iteration(self):
@@ -230,7 +247,7 @@ class Recorder:
         raise _Stop()
 
     def _check_dataset(self, opt):
-        opt.num_classes = state_lib.NUM_CLASSES
+        opt.num_classes = self.num_classes
         batches = self._batches()
 
         class Loader:  # pylint: disable=too-few-public-methods
@@ -244,23 +261,35 @@ class Recorder:
 
     # ---------------------------------------------------------------- run
 
-    def run(self, meta_learning_rate, index):
-        self.prefix = f"meta_lr{index}/"
+    def run(self, setting, meta_learning_rate, prefix):
+        """One run of the authors' main(): setting "cifar100" (the 32 setting) or "dog" (the 224 setting)."""
+        self.prefix = prefix
         self.modules, self.iteration, self.phase, self.losses = {}, -1, "setup", {}
         self._put("meta_learning_rate", meta_learning_rate)
         work = tempfile.mkdtemp(prefix="official_trajectory_")
+        if setting == "cifar100":
+            self.state, self.num_classes = state_lib.initial_state(), state_lib.NUM_CLASSES
+            self.images, self.labels, self.probe = state_lib.batches()
+            models = ["--source-path", "logs", "--source-model", "resnet32", "--source-domain", "tinyimagenet-200",
+                      "--target-model", "vgg9_bn", "--pairs", state_lib.PAIRS_SPEC]
+            batch_size = state_lib.BATCH_SIZE
+        else:
+            self.state, self.num_classes = state_lib.resnet_initial_state(), state_lib.RESNET_TARGET_CLASSES
+            self.images, self.labels, self.probe = state_lib.resnet_batches()
+            models = ["--source-model", "resnet34", "--source-domain", "imagenet", "--target-model", "resnet18"]
+            batch_size = state_lib.RESNET_BATCH_SIZE  # and the authors' default --pairs, the 16 of RESNET_PAIRS
         sys.argv = [
-            "train_l2t_ww.py", "--dataset", "cifar100", "--datasplit", "cifar100", "--dataroot", work,
-            "--experiment", os.path.join(work, "experiment"), "--source-path", "logs", "--source-model", "resnet32",
-            "--source-domain", "tinyimagenet-200", "--target-model", "vgg9_bn", "--pairs", state_lib.PAIRS_SPEC,
-            "--batchSize", str(state_lib.BATCH_SIZE), "--T", str(state_lib.INNER_STEPS),
-            "--meta-lr", repr(meta_learning_rate),
+            "train_l2t_ww.py", "--dataset", setting, "--datasplit", setting, "--dataroot", work,
+            "--experiment", os.path.join(work, "experiment"), *models,
+            "--batchSize", str(batch_size), "--T", str(state_lib.INNER_STEPS), "--meta-lr", repr(meta_learning_rate),
         ]
         try:
             self.official.main()
         except _Stop:
             pass
         assert self.iteration == state_lib.ITERATIONS - 1, f"the authors' loop stopped at iteration {self.iteration}"
+        pairs = [tuple(pair) for pair in self.modules["wnet"].pairs]
+        assert pairs == (state_lib.PAIRS if setting == "cifar100" else state_lib.RESNET_PAIRS), pairs
 
 
 def main():
@@ -277,7 +306,8 @@ def main():
     log_path = os.path.join(tempfile.mkdtemp(prefix="official_trajectory_"), "stdout.log")
     with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log):  # the authors' log lines
         for index, meta_learning_rate in enumerate(state_lib.META_LEARNING_RATES):
-            recorder.run(meta_learning_rate, index)
+            recorder.run("cifar100", meta_learning_rate, f"meta_lr{index}/")
+        recorder.run("dog", state_lib.RESNET_META_LEARNING_RATE, "resnet/")
     state_lib.write_fixture(output, recorder.fixture, torch_version=torch.__version__)
     print(f"wrote {output} ({os.path.getsize(output) / 1e3:.0f} kB, torch {torch.__version__}); "
           f"the authors' log: {log_path}")

@@ -1,8 +1,11 @@
-"""The state and batches both sides of the reference trajectory start from (NumPy only).
+"""The states and batches both sides of the reference trajectory start from (NumPy only).
 
-The official CIFAR-100 command (ResNet-32 → VGG-9-BN, the 15 pairs of the
-authors' README, T = 2, β = 0.5, SGD 0.1 / 0.9 / 1e-4, Adam with weight decay
-1e-4) run for a few iterations from one seeded state. Names and layouts are the
+Two settings of the authors' code, each run for a few iterations from one
+seeded state (T = 2, β = 0.5, SGD 0.1 / 0.9 / 1e-4, Adam with weight decay
+1e-4): the 32 setting, their README's CIFAR-100 command (ResNet-32 →
+VGG-9-BN, 15 pairs, the shipped ResNet-32 source), and the 224 setting, their
+Stanford Dogs command (ResNet-34 → ResNet-18, their default 16 pairs; a seeded
+ResNet-34 stands in for the ImageNet weights). Names and layouts are the
 official PyTorch ones (conv kernels OIHW, Linear weights (out, in)); NumPy's
 `default_rng` makes the same numbers on every platform, so the fixture needs
 no weights. Imported by `record_official_trajectory.py` (a Python with torch,
@@ -87,6 +90,81 @@ def batches():
     labels = rng.integers(0, NUM_CLASSES, (ITERATIONS, BATCH_SIZE))
     probe = rng.standard_normal((PROBE_SIZE, 32, 32, 3))
     return images, labels, probe
+
+
+# The 224 setting: ResNet-34 (ImageNet classes) -> ResNet-18 (Stanford Dogs' 120 classes).
+RESNET_PAIRS = [(m, n) for m in (4, 3, 2, 1) for n in (4, 3, 2, 1)]  # the authors' default --pairs, in order
+RESNET_PAIRS_SPEC = ",".join(f"{m}-{n}" for m, n in RESNET_PAIRS)
+RESNET_CHANNELS = [64, 64, 128, 256, 512]  # taps 0 (stem) .. 4 of both
+RESNET_SOURCE_CLASSES = 1000
+RESNET_TARGET_CLASSES = 120
+RESNET_IMAGE_SIZE = 224  # the authors' ResNets pool 7x7 at the end: 224 only
+RESNET_BATCH_SIZE = 2
+# The official 1e-4. At 1e-2 this setting amplifies round-off by ~1000x an iteration (keras-l2t against
+# itself, taped and recomputed meta-gradient: φ 1e-12 apart after iteration 1, 1e-7 after 4), too much
+# for a 1e-9 comparison; the 32 setting covers 1e-2.
+RESNET_META_LEARNING_RATE = 1e-4
+
+
+def _resnet_state(rng, prefix, blocks_per_stage, num_classes):
+    """A torchvision-named ResNet state: He-normal convolutions, BN terms and statistics off their defaults."""
+    state = {}
+
+    def conv(name, out, inp, k):
+        state[f"{prefix}{name}.weight"] = rng.normal(0, math.sqrt(2 / (k * k * out)), (out, inp, k, k))
+
+    def batch_norm(name, width, gamma=(0.8, 1.2)):
+        state[f"{prefix}{name}.weight"] = rng.uniform(*gamma, width)
+        state[f"{prefix}{name}.bias"] = rng.normal(0, 0.05, width)
+        state[f"{prefix}{name}.running_mean"] = rng.normal(0, 0.1, width)
+        state[f"{prefix}{name}.running_var"] = rng.uniform(0.5, 1.5, width)
+
+    conv("conv1", 64, 3, 7)
+    batch_norm("bn1", 64)
+    channels = 64
+    for stage, blocks in enumerate(blocks_per_stage):
+        width = 64 * 2**stage
+        for block in range(blocks):
+            name = f"layer{stage + 1}.{block}"
+            conv(f"{name}.conv1", width, channels, 3)
+            batch_norm(f"{name}.bn1", width)
+            conv(f"{name}.conv2", width, width, 3)
+            batch_norm(f"{name}.bn2", width, gamma=(0.3, 0.6))  # residual branches start small, as trained ones
+            if block == 0 and (stage > 0 or channels != width):
+                conv(f"{name}.downsample.0", width, channels, 1)
+                batch_norm(f"{name}.downsample.1", width)
+            channels = width
+    state[f"{prefix}fc.weight"] = rng.normal(0, 0.05, (num_classes, 512))
+    state[f"{prefix}fc.bias"] = rng.normal(0, 0.01, num_classes)
+    return state
+
+
+def resnet_initial_state():
+    """The 224 setting's state: "source." (ResNet-34), "target." (ResNet-18), "branch.", "wnet.", "lwnet."."""
+    rng = np.random.default_rng(SEED + 2)
+    state = _resnet_state(rng, "source.", (3, 4, 6, 3), RESNET_SOURCE_CLASSES)
+    state.update(_resnet_state(rng, "target.", (2, 2, 2, 2), RESNET_TARGET_CLASSES))
+    for p, (m, n) in enumerate(RESNET_PAIRS):
+        bound = 1 / math.sqrt(RESNET_CHANNELS[n])
+        state[f"branch.{p}.weight"] = rng.uniform(-bound, bound, (RESNET_CHANNELS[m], RESNET_CHANNELS[n], 1, 1))
+        state[f"branch.{p}.bias"] = rng.uniform(-bound, bound, RESNET_CHANNELS[m])
+    for p, (m, _) in enumerate(RESNET_PAIRS):
+        channels = RESNET_CHANNELS[m]
+        state[f"wnet.{p}.weight"] = rng.normal(0, 0.5 / math.sqrt(channels), (channels, channels))
+        state[f"wnet.{p}.bias"] = rng.normal(0, 0.1, channels)
+        bound = 1 / math.sqrt(channels)
+        state[f"lwnet.{p}.weight"] = rng.uniform(-bound, bound, (1, channels))
+        state[f"lwnet.{p}.bias"] = np.ones(1)
+    return state
+
+
+def resnet_batches():
+    """As `batches`, for the 224 setting: (images (K, B, 224, 224, 3), labels (K, B), probe (B, 224, 224, 3))."""
+    rng = np.random.default_rng(SEED + 3)
+    shape = (RESNET_BATCH_SIZE, RESNET_IMAGE_SIZE, RESNET_IMAGE_SIZE, 3)
+    images = rng.standard_normal((ITERATIONS, *shape))
+    labels = rng.integers(0, RESNET_TARGET_CLASSES, (ITERATIONS, RESNET_BATCH_SIZE))
+    return images, labels, rng.standard_normal(shape)
 
 
 def sample_indices(name, size):
