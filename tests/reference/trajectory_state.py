@@ -48,6 +48,23 @@ def epoch_zero_learning_rate():
     return LEARNING_RATE * (1 + math.cos(math.pi / EPOCHS)) / 2
 
 
+def _transfer_state(rng, pairs, source_channels, target_channels):
+    """Regressors ("branch", PyTorch-default), what-nets off zero ("wnet") and where-nets with bias 1 ("lwnet")."""
+    state = {}
+    for p, (m, n) in enumerate(pairs):
+        bound = 1 / math.sqrt(target_channels[n])
+        state[f"branch.{p}.weight"] = rng.uniform(-bound, bound, (source_channels[m], target_channels[n], 1, 1))
+        state[f"branch.{p}.bias"] = rng.uniform(-bound, bound, source_channels[m])
+    for p, (m, _) in enumerate(pairs):
+        channels = source_channels[m]
+        state[f"wnet.{p}.weight"] = rng.normal(0, 0.5 / math.sqrt(channels), (channels, channels))
+        state[f"wnet.{p}.bias"] = rng.normal(0, 0.1, channels)
+        bound = 1 / math.sqrt(channels)
+        state[f"lwnet.{p}.weight"] = rng.uniform(-bound, bound, (1, channels))
+        state[f"lwnet.{p}.bias"] = np.ones(1)
+    return state
+
+
 def initial_state():
     """{official name: float64 array}: target, regressors ("branch"), what-nets ("wnet"), where-nets ("lwnet").
 
@@ -69,17 +86,7 @@ def initial_state():
         channels_in = width
     state["target.classifier.weight"] = rng.normal(0, 0.05, (NUM_CLASSES, 512))
     state["target.classifier.bias"] = rng.normal(0, 0.01, NUM_CLASSES)
-    for p, (m, n) in enumerate(PAIRS):
-        bound = 1 / math.sqrt(TARGET_CHANNELS[n])
-        state[f"branch.{p}.weight"] = rng.uniform(-bound, bound, (SOURCE_CHANNELS[m], TARGET_CHANNELS[n], 1, 1))
-        state[f"branch.{p}.bias"] = rng.uniform(-bound, bound, SOURCE_CHANNELS[m])
-    for p, (m, _) in enumerate(PAIRS):
-        channels = SOURCE_CHANNELS[m]
-        state[f"wnet.{p}.weight"] = rng.normal(0, 0.5 / math.sqrt(channels), (channels, channels))
-        state[f"wnet.{p}.bias"] = rng.normal(0, 0.1, channels)
-        bound = 1 / math.sqrt(channels)
-        state[f"lwnet.{p}.weight"] = rng.uniform(-bound, bound, (1, channels))
-        state[f"lwnet.{p}.bias"] = np.ones(1)
+    state.update(_transfer_state(rng, PAIRS, SOURCE_CHANNELS, TARGET_CHANNELS))
     return state
 
 
@@ -144,17 +151,7 @@ def resnet_initial_state():
     rng = np.random.default_rng(SEED + 2)
     state = _resnet_state(rng, "source.", (3, 4, 6, 3), RESNET_SOURCE_CLASSES)
     state.update(_resnet_state(rng, "target.", (2, 2, 2, 2), RESNET_TARGET_CLASSES))
-    for p, (m, n) in enumerate(RESNET_PAIRS):
-        bound = 1 / math.sqrt(RESNET_CHANNELS[n])
-        state[f"branch.{p}.weight"] = rng.uniform(-bound, bound, (RESNET_CHANNELS[m], RESNET_CHANNELS[n], 1, 1))
-        state[f"branch.{p}.bias"] = rng.uniform(-bound, bound, RESNET_CHANNELS[m])
-    for p, (m, _) in enumerate(RESNET_PAIRS):
-        channels = RESNET_CHANNELS[m]
-        state[f"wnet.{p}.weight"] = rng.normal(0, 0.5 / math.sqrt(channels), (channels, channels))
-        state[f"wnet.{p}.bias"] = rng.normal(0, 0.1, channels)
-        bound = 1 / math.sqrt(channels)
-        state[f"lwnet.{p}.weight"] = rng.uniform(-bound, bound, (1, channels))
-        state[f"lwnet.{p}.bias"] = np.ones(1)
+    state.update(_transfer_state(rng, RESNET_PAIRS, RESNET_CHANNELS, RESNET_CHANNELS))
     return state
 
 
