@@ -13,8 +13,8 @@ models built in one setting:
 - meta_recompute / first_order_recompute (opt-in, for the lever table): the
   same with `recompute_look_ahead=True` (one look-ahead step's graph in memory
   at a time, keras_l2t/models/recompute.py);
-- meta_every_4 (opt-in): a meta step every 4th step; its cost per step is the
-  mean of `times_ms` over a multiple of 4 timed steps, not the median;
+- fast: train.main's `--speed=fast`, a meta step on every 4th step; its cost
+  per step is the mean of `times_ms` over whole 4-step cycles, not the median;
 - meta_16bit_look_ahead (opt-in, with --mixed_precision): meta with
   `full_precision_look_ahead=False`, the look-ahead in the 16-bit compute dtype.
 
@@ -28,17 +28,24 @@ step is timed to the host (`train_on_batch` returns numpy logs, so it waits).
 (one after the other, not alternated) and adds `peak_rss_mib_by_mode`; the
 reported `peak_rss_mib` is then the meta mode's own.
 
-Standard workload (defaults, issue #5): ResNet-32 source -> VGG-9-BN target,
-32x32, batch 64, T=2, the 15 official pairs, full width, no XLA, float32.
+Workloads (bench/workload.py): `--workload=32` (the default, issue #5), ResNet-32
+source -> VGG-9-BN target, 32x32, the 15 official pairs; `--workload=224` (issue
+#27), keras-hub's ResNet-34 graph at random weights -> ResNet-18, 224x224, the 16
+pairs of the design card's Stanford Dogs run. Both batch 64, T=2, full width, no
+XLA, float32.
 `TF_ENABLE_ONEDNN_OPTS` defaults to 1 (off by default on AMD CPUs, halves the
 step time, docs/method.md §4.8) and is recorded. Prints a summary, then one JSON line
 last with `plain_ms`, `meta_ms`, `ratio`, `first_order_ratio`, `images_per_s`
-(meta iterations), `peak_rss_mib`, `tensor_peak_mib` (the meta step's most tensor
+(meta iterations), `peak_rss_mib`, `net_peak_rss_mib` (the peak less the RSS right
+after importing TensorFlow, Keras and keras_l2t, before building anything: the
+fair measure against the authors', whose torch runtime costs less to import),
+`tensor_peak_mib` (the meta step's most tensor
 memory in use, from TensorFlow's allocator statistics: what a device would need
 for tensors), `settings` and `versions` (`--details` adds
 every mode's timings under `by_mode`):
 
     python -m bench.meta_step
+    python -m bench.meta_step --workload=224 --batch_size=16 --repeats=4 --warmup=1
     python -m bench.meta_step --jit_compile --mixed_precision=mixed_bfloat16
     python -m bench.meta_step --modes=plain,meta,meta_recompute --details
     python -m bench.meta_step --deterministic        # the cost of train.main's --deterministic
@@ -71,13 +78,13 @@ MODES = {
     "first_order": {"first_order": True},
     "meta_recompute": {"first_order": False, "recompute_look_ahead": True},
     "first_order_recompute": {"first_order": True, "recompute_look_ahead": True},
-    # A meta step on every 4th step only: report the mean of `times_ms` over a multiple of 4 timed steps
-    # (the median is a step without one).
-    "meta_every_4": {"first_order": False, "meta_every": 4},
+    # train.main's --speed=fast: a meta step on every 4th step only. Its cost per step is the mean of
+    # `times_ms` over a whole number of 4-step cycles (the median would be a step without one).
+    "fast": {"first_order": False, "meta_every": 4},
     # With --mixed_precision: the look-ahead in the 16-bit compute dtype too (otherwise the same as meta).
     "meta_16bit_look_ahead": {"first_order": False, "full_precision_look_ahead": False},
 }
-DEFAULT_MODES = ("plain", "meta", "first_order")
+DEFAULT_MODES = ("plain", "meta", "first_order", "fast")
 
 FLAGS = flags.FLAGS
 workload.define_workload_flags()
@@ -102,7 +109,7 @@ flags.DEFINE_boolean("json_only", False, "Print only the JSON line (used by the 
 flags.DEFINE_integer("seed", 0, "Seed for the data and the weights.")
 
 _PASSED_FLAGS = (
-    "source", "target", "source_width", "target_width", "image_size", "batch_size", "inner_steps",
+    "workload", "source", "target", "source_width", "target_width", "image_size", "batch_size", "inner_steps",
     "pairs", "num_classes", "source_classes", "warmup", "repeats", "jit_compile", "mixed_precision", "seed",
     "deterministic", "constant_folding",
 )  # fmt: skip
@@ -112,12 +119,55 @@ def _peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
 
 
+def _current_rss_mib():
+    """This process's resident memory now (MiB; Linux), or None elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
+
+
+def import_baseline_rss_mib():
+    """RSS right after importing what the benchmark runs on, before building anything (MiB).
+
+    The fair memory measure of issue #27 is the peak minus this: each framework's
+    own runtime (TensorFlow and Keras here, torch on the authors' side) is then
+    left out on both sides.
+    """
+    import keras  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    import tensorflow  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+    import keras_l2t  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+
+    if FLAGS.source == workload.KERAS_HUB_RESNET34:
+        import keras_hub  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    return _current_rss_mib()
+
+
+def cycle(mode):
+    """Steps per meta step of `mode` (1 unless it takes a meta step every k-th step)."""
+    return (MODES[mode] or {}).get("meta_every", 1)
+
+
+def step_cost_ms(mode, times_ms):
+    """A mode's cost per step: the median, or for a k-step cycle the mean over whole cycles."""
+    k = cycle(mode)
+    if k == 1:
+        return statistics.median(times_ms)
+    whole = len(times_ms) - len(times_ms) % k
+    return statistics.fmean(times_ms[:whole])
+
+
 def _build_models(modes):
     """{mode: compiled model}, plus the resolved pairs."""
     import keras
 
     import keras_l2t
-    from keras_l2t import backbones, determinism, precision
+    from keras_l2t import determinism, precision
     from keras_l2t.pairs import format_pairs
 
     if FLAGS.deterministic:
@@ -127,24 +177,12 @@ def _build_models(modes):
 
         tf.config.optimizer.set_experimental_options({"constant_folding": False})
 
-    shape = (FLAGS.image_size, FLAGS.image_size, 3)
-
-    def target():
-        return backbones.get_backbone(
-            FLAGS.target, num_classes=FLAGS.num_classes, width=FLAGS.target_width, input_shape=shape
-        )
-
-    def source():
-        return backbones.get_backbone(
-            FLAGS.source, num_classes=FLAGS.source_classes, width=FLAGS.source_width, input_shape=shape
-        )
-
-    models, pairs = {}, None
+    models, pairs, source = {}, None, None
     with precision.global_dtype_policy(FLAGS.mixed_precision):
         for mode in modes:
             options = MODES[mode]
             if options is None:
-                model = target()
+                model = workload.target_backbone(FLAGS)
                 model.compile(
                     optimizer=keras_l2t.optimizers.SGD(0.1, momentum=0.9, weight_decay=1e-4),
                     loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -152,7 +190,11 @@ def _build_models(modes):
                     jit_compile=FLAGS.jit_compile,
                 )
             else:
-                model = keras_l2t.L2TWW(source(), target(), pairs=FLAGS.pairs, inner_steps=FLAGS.inner_steps, **options)
+                source = source or workload.source_backbone(FLAGS)  # frozen: one for every mode
+                model = keras_l2t.L2TWW(
+                    source, workload.target_backbone(FLAGS), pairs=FLAGS.pairs, inner_steps=FLAGS.inner_steps,
+                    **options,
+                )
                 model.compile(jit_compile=FLAGS.jit_compile)
                 pairs = format_pairs(model.pairs)
             models[mode] = model
@@ -183,18 +225,20 @@ def _rss_breakdown_mib():
 
 
 def _tensor_peak_mib(reset=False):
-    """TensorFlow's CPU allocator: the most tensor memory in use since the last reset (MiB), or None.
+    """TensorFlow's allocator on the device the steps run on (GPU:0 where there is one, else the CPU).
 
-    `reset=True` starts a new window instead. None where the allocator keeps no
-    statistics (e.g. TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1).
+    The most tensor memory in use since the last reset (MiB), or None where the
+    allocator keeps no statistics (e.g. TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1);
+    `reset=True` starts a new window instead.
     """
     import tensorflow as tf
 
+    device = "GPU:0" if tf.config.list_logical_devices("GPU") else "CPU:0"
     try:
         if reset:
-            tf.config.experimental.reset_memory_stats("CPU:0")
+            tf.config.experimental.reset_memory_stats(device)
             return None
-        return round(tf.config.experimental.get_memory_info("CPU:0")["peak"] / 2**20, 1)
+        return round(tf.config.experimental.get_memory_info(device)["peak"] / 2**20, 1)
     except (ValueError, RuntimeError):
         return None
 
@@ -233,7 +277,7 @@ def run_in_process(modes):
     breakdown = _rss_breakdown_mib()
     return {
         mode: {
-            "ms": round(statistics.median(times[mode]), 1),
+            "ms": round(step_cost_ms(mode, times[mode]), 1),
             "times_ms": [round(t, 1) for t in times[mode]],
             "warmup_s": warmup_s[mode],
             # Cumulative: the process peak once this mode and those before it had warmed up.
@@ -268,7 +312,10 @@ def run_isolated(modes):
             sys.stderr.write(done.stdout + done.stderr)
             raise RuntimeError(f"Subprocess for mode {mode!r} failed (exit {done.returncode}).")
         child = json.loads(lines[-1])
-        results[mode] = dict(child["by_mode"][mode], peak_rss_mib=child["peak_rss_mib"])
+        results[mode] = dict(
+            child["by_mode"][mode], peak_rss_mib=child["peak_rss_mib"],
+            import_baseline_rss_mib=child["import_baseline_rss_mib"],
+        )
         pairs = pairs or child["settings"]["pairs"]
     return results, pairs
 
@@ -281,10 +328,15 @@ def main(argv):
         raise app.UsageError(f"--modes must be a non-empty subset of {list(MODES)}; got {FLAGS.modes}.")
     if FLAGS.repeats < 1 or FLAGS.warmup < 1:
         raise app.UsageError("--repeats and --warmup must be >= 1 (the first warm-up step traces).")
+    longest = max(modes, key=cycle)
+    if FLAGS.repeats < cycle(longest):
+        raise app.UsageError(f"Mode {longest} takes a meta step every {cycle(longest)} steps: --repeats >= {cycle(longest)}.")
+    workload.resolve(FLAGS)
 
     load_before = os.getloadavg()
-    wall_start = time.perf_counter()
     isolated = FLAGS.isolate_memory
+    baseline = None if isolated else import_baseline_rss_mib()
+    wall_start = time.perf_counter()
     by_mode, pairs = (run_isolated if isolated else run_in_process)(modes)
     wall_s = round(time.perf_counter() - wall_start, 1)
 
@@ -318,7 +370,8 @@ def main(argv):
         }
     )
     if isolated:
-        peak = by_mode["meta"]["peak_rss_mib"] if "meta" in by_mode else None
+        own = by_mode.get("meta", {})
+        peak, baseline = own.get("peak_rss_mib"), own.get("import_baseline_rss_mib")
     else:
         peak = round(_peak_rss_mib(), 1)
     result = {
@@ -327,7 +380,11 @@ def main(argv):
         "ratio": by_mode["meta"]["ratio"] if "meta" in by_mode else None,
         "first_order_ratio": by_mode["first_order"]["ratio"] if "first_order" in by_mode else None,
         "images_per_s": by_mode["meta"]["images_per_s"] if "meta" in by_mode else None,
+        "fast_ratio": by_mode["fast"]["ratio"] if "fast" in by_mode else None,
         "peak_rss_mib": peak,
+        # The fair measure (issue #27): the peak less the RSS right after the imports, before building.
+        "import_baseline_rss_mib": None if baseline is None else round(baseline, 1),
+        "net_peak_rss_mib": None if peak is None or baseline is None else round(peak - baseline, 1),
         "tensor_peak_mib": by_mode["meta"]["tensor_peak_mib"] if "meta" in by_mode else None,
         "settings": settings,
         "versions": {
@@ -365,7 +422,11 @@ def main(argv):
                 f"  {mode:<22} {r['ms']:>9.1f} ms{rel}   {memory}   warm-up {r['warmup_s']:.1f} s   "
                 f"steps {r['times_ms']}"
             )
-        print(f"  meta: {result['images_per_s']} images/s; process peak RSS {peak} MiB; wall {wall_s} s")
+        print(
+            f"  meta: {result['images_per_s']} images/s; process peak RSS {peak} MiB, "
+            f"{result['net_peak_rss_mib']} MiB above the RSS after the imports ({result['import_baseline_rss_mib']} MiB); "
+            f"wall {wall_s} s"
+        )
     print(json.dumps(result))
 
 

@@ -82,7 +82,7 @@ def build_phases():
     import tensorflow as tf
 
     import keras_l2t
-    from keras_l2t import backbones, losses
+    from keras_l2t import losses
 
     keras.utils.set_random_seed(FLAGS.seed)
     shape = (FLAGS.image_size, FLAGS.image_size, 3)
@@ -91,11 +91,9 @@ def build_phases():
     y = tf.constant(rng.integers(0, FLAGS.num_classes, FLAGS.batch_size), tf.int32)
 
     def target():
-        return backbones.get_backbone(FLAGS.target, num_classes=FLAGS.num_classes, width=FLAGS.target_width,
-                                      input_shape=shape)
+        return workload.target_backbone(FLAGS)
 
-    source = backbones.get_backbone(FLAGS.source, num_classes=FLAGS.source_classes, width=FLAGS.source_width,
-                                    input_shape=shape)
+    source = workload.source_backbone(FLAGS)
     model = keras_l2t.L2TWW(source, target(), pairs=FLAGS.pairs, inner_steps=FLAGS.inner_steps)
     model.compile()
     # The same networks, meta step skipped after the first call (a warm-up call): the real step alone.
@@ -261,6 +259,7 @@ def main(argv):
     del argv
     import tensorflow as tf
 
+    workload.resolve(FLAGS)
     phases = build_phases()
     names = [p.strip() for p in FLAGS.phases if p.strip()] or list(phases)
     unknown = sorted(set(names) - set(phases))
@@ -310,7 +309,7 @@ def main(argv):
         "rss_after_build_mib": round(rss_start, 1),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "settings": {k: FLAGS[k].value for k in (
-            "source", "target", "source_width", "target_width", "image_size", "batch_size", "inner_steps",
+            "workload", "source", "target", "source_width", "target_width", "image_size", "batch_size", "inner_steps",
             "pairs", "num_classes", "repeats")},
         "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
         "tensorflow": tf.__version__,

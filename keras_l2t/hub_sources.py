@@ -169,6 +169,18 @@ def hub_source(spec, image_size=224, name=None):
         classifier = keras_hub.models.ImageClassifier.from_preset(preset)
     except (ValueError, FileNotFoundError, OSError) as error:
         raise InputError(f"keras-hub could not load an image classifier from {spec!r}: {error}") from error
+    name = name or os.path.basename(HUB_ALIASES.get(spec, spec).rstrip("/")).replace(".", "_").replace("-", "_")
+    return classifier_source(classifier, image_size=image_size, name=name, spec=spec)
+
+
+def classifier_source(classifier, image_size=224, name=None, spec=None):
+    """A keras-hub `ImageClassifier` object (loaded or built, e.g. at random weights) as a keras_l2t `Backbone`.
+
+    The taps and logits are those of `hub_source`; `spec` only names the
+    classifier in error messages (default: its class name).
+    """
+    keras_hub = _keras_hub()
+    spec = spec or type(classifier).__name__
     if type(classifier).__init__ is not keras_hub.models.ImageClassifier.__init__ or not all(
         hasattr(classifier, layer) for layer in ("pooler", "output_dense")
     ):
@@ -194,7 +206,7 @@ def hub_source(spec, image_size=224, name=None):
     backbone_output, *taps = features(x)
     taps = [keras.layers.Identity(name=tap_name)(tap) for tap_name, tap in zip(tap_names, taps)]  # λ image names
     logits = _logits_head(classifier.output_dense)(classifier.pooler(backbone_output))
-    name = name or os.path.basename(HUB_ALIASES.get(spec, spec).rstrip("/")).replace(".", "_").replace("-", "_")
+    name = name or type(classifier.backbone).__name__.lower()
     network = keras.Model(inputs, [logits] + taps, name=f"{name}_network")
     return Backbone(network, transfer_taps=transfer_taps, name=name)
 

@@ -1,9 +1,12 @@
-"""`bench.meta_step` on a tiny workload: the JSON line it prints carries timings and both memory figures."""
+"""The benchmarks on tiny workloads: `bench.meta_step`'s JSON line carries timings and the memory figures;
+`bench.official_step` (the authors' iteration) runs where a torch Python and their checkout are named."""
 
 import json
 import os
 import subprocess
 import sys
+
+import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,7 +30,50 @@ def test_meta_step_bench_reports_times_rss_and_the_tensor_peak():
     by_mode = result["by_mode"]
     assert 0 < by_mode["plain"]["tensor_peak_mib"] < by_mode["meta"]["tensor_peak_mib"] == result["tensor_peak_mib"]
     assert result["tensor_peak_mib"] < result["peak_rss_mib"]
+    # The fair measure against the authors': the peak less the RSS once TensorFlow, Keras and keras_l2t are imported.
+    assert 300 < result["import_baseline_rss_mib"] < result["peak_rss_mib"]
+    assert result["net_peak_rss_mib"] == pytest.approx(result["peak_rss_mib"] - result["import_baseline_rss_mib"], abs=0.2)
     # Resident memory by kind: TensorFlow's libraries are file-backed; the kinds add up to at most the peak.
     breakdown = by_mode["meta"]["rss_breakdown_mib"]
     assert set(breakdown) == {"libraries", "heap", "anonymous"} and min(breakdown.values()) > 0
     assert breakdown["libraries"] > 100 and sum(breakdown.values()) <= result["peak_rss_mib"] + 1
+
+
+def test_the_224_workload_source_is_what_keras_hub_builds_for_timm_resnet34():
+    """bench.workload's ResNet-34 arguments are those of keras-hub's timm converter (the real source's graph)."""
+    pytest.importorskip("keras_hub")
+    from keras_hub.src.utils.timm import convert_resnet  # pylint: disable=import-outside-toplevel
+
+    from bench import workload
+
+    assert convert_resnet.convert_backbone_config({"architecture": "resnet34"}) == workload.KERAS_HUB_RESNET34_ARGS
+
+
+def test_a_fast_mode_costs_the_mean_of_whole_cycles_and_the_others_the_median():
+    from bench import meta_step
+
+    assert meta_step.cycle("fast") == 4 and meta_step.cycle("meta") == 1
+    # One meta step (1000 ms) and three real ones per cycle; a fifth step is left out (not a whole cycle).
+    assert meta_step.step_cost_ms("fast", [100, 1000, 100, 100, 100]) == 325
+    assert meta_step.step_cost_ms("meta", [100, 1000, 300]) == 300
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("KERAS_L2T_OFFICIAL_REPO") and os.environ.get("KERAS_L2T_TORCH_PYTHON")),
+    reason="needs a checkout of the authors' repository and a Python with torch: set KERAS_L2T_OFFICIAL_REPO "
+    "and KERAS_L2T_TORCH_PYTHON (BUILD.md)",
+)
+@pytest.mark.parametrize("workload", ["32", "224"])
+def test_official_step_times_the_authors_iteration(workload):
+    command = [
+        os.environ["KERAS_L2T_TORCH_PYTHON"], "-m", "bench.official_step",
+        f"--official_repo={os.environ['KERAS_L2T_OFFICIAL_REPO']}", f"--workload={workload}", "--batch_size=2",
+        "--iters=1", "--warmup=0",
+    ]
+    run = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    result = json.loads([line for line in run.stdout.splitlines() if line.startswith("{")][-1])
+    assert result["meta_ms"] > result["plain_ms"] > 0
+    assert 0 < result["import_baseline_rss_mib"] < result["peak_rss_mib"]
+    assert result["net_peak_rss_mib"] == pytest.approx(result["peak_rss_mib"] - result["import_baseline_rss_mib"], abs=0.2)
+    assert result["settings"]["setting"] == {"32": "cifar100", "224": "dog"}[workload]

@@ -18,41 +18,23 @@ run (the ImageNet ResNet-34 through the `load_url` their code downloads it
 with), hands their loop our batches instead of the datasets
 (`check_dataset`), and wraps a few calls to *record* what they computed (the
 losses, the meta-gradient at the Adam step, the state between iterations).
-Three run-time adjustments let the 2019 code run on torch 2: the checkpoint is
-loaded to the CPU, `zero_grad` keeps torch 1.x's zeroed (not None) gradients,
-which `MetaSGD.meta_backward` reads, and, where torchvision's compiled
-operators do not load (a torch build it was not built for), its pure-Python
-modules are imported without them (the authors import only `BasicBlock` and
-two namespaces).
+The run-time adjustments that let the 2019 code run on torch 2 are those of
+`bench/official_program.py`.
 """
 
 import argparse
 import contextlib
-import importlib.util
 import os
 import sys
 import tempfile
-import types
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [HERE, os.path.dirname(os.path.dirname(HERE))]  # trajectory_state, and the repository's bench/
 import trajectory_state as state_lib  # noqa: E402  pylint: disable=wrong-import-position
 
-
-def _import_torchvision_without_operators():
-    """Makes `import torchvision.<module>` work when its compiled extension cannot load."""
-    try:
-        import torchvision  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    except (RuntimeError, ImportError, OSError) as error:
-        spec = importlib.util.find_spec("torchvision")
-        if spec is None:
-            raise SystemExit("torchvision is not installed in this Python: pip install torchvision") from error
-        shell = types.ModuleType("torchvision")
-        shell.__path__ = list(spec.submodule_search_locations)
-        sys.modules["torchvision"] = shell
-        print(f"torchvision's compiled operators did not load ({str(error).splitlines()[0]}); "
-              "using its pure-Python modules only")
+from bench import official_program  # noqa: E402  pylint: disable=wrong-import-position
 
 
 class _Stop(Exception):
@@ -65,7 +47,7 @@ class Recorder:
     def __init__(self, official_repo):
         import torch  # pylint: disable=import-outside-toplevel
         import torch.nn.functional as functional  # pylint: disable=import-outside-toplevel
-        import torch.optim as optim  # pylint: disable=import-outside-toplevel
+        from torch import optim  # pylint: disable=import-outside-toplevel
 
         self.torch = torch
         torch.set_default_dtype(torch.float64)  # every module the authors build is then float64
@@ -77,14 +59,7 @@ class Recorder:
         self.phase = "setup"
         self.losses = {}
 
-        original_load = torch.load
-        torch.load = lambda *args, **kwargs: original_load(*args, **{"map_location": "cpu", **kwargs})
-        original_zero_grad = optim.Optimizer.zero_grad
-        optim.Optimizer.zero_grad = lambda self, set_to_none=False: original_zero_grad(self, set_to_none=set_to_none)
-        _import_torchvision_without_operators()
-        sys.path.insert(0, official_repo)
-        os.chdir(official_repo)  # the authors' script opens logs/ and split/ relatively
-        import train_l2t_ww as official  # pylint: disable=import-outside-toplevel
+        official = official_program.import_official(official_repo)
         from models import resnet_ilsvrc  # pylint: disable=import-outside-toplevel
         from train.meta_optimizers import MetaSGD  # pylint: disable=import-outside-toplevel
 
@@ -268,21 +243,17 @@ class Recorder:
         self._put("meta_learning_rate", meta_learning_rate)
         work = tempfile.mkdtemp(prefix="official_trajectory_")
         if setting == "cifar100":
+            assert official_program.CIFAR_PAIRS == state_lib.PAIRS_SPEC
             self.state, self.num_classes = state_lib.initial_state(), state_lib.NUM_CLASSES
             self.images, self.labels, self.probe = state_lib.batches()
-            models = ["--source-path", "logs", "--source-model", "resnet32", "--source-domain", "tinyimagenet-200",
-                      "--target-model", "vgg9_bn", "--pairs", state_lib.PAIRS_SPEC]
             batch_size = state_lib.BATCH_SIZE
         else:
             self.state, self.num_classes = state_lib.resnet_initial_state(), state_lib.RESNET_TARGET_CLASSES
             self.images, self.labels, self.probe = state_lib.resnet_batches()
-            models = ["--source-model", "resnet34", "--source-domain", "imagenet", "--target-model", "resnet18"]
             batch_size = state_lib.RESNET_BATCH_SIZE  # and the authors' default --pairs, the 16 of RESNET_PAIRS
-        sys.argv = [
-            "train_l2t_ww.py", "--dataset", setting, "--datasplit", setting, "--dataroot", work,
-            "--experiment", os.path.join(work, "experiment"), *models,
-            "--batchSize", str(batch_size), "--T", str(state_lib.INNER_STEPS), "--meta-lr", repr(meta_learning_rate),
-        ]
+        sys.argv = official_program.command_line(
+            setting, work, batch_size, state_lib.INNER_STEPS, extra=("--meta-lr", repr(meta_learning_rate))
+        )
         try:
             self.official.main()
         except _Stop:
