@@ -1,7 +1,7 @@
 """One check for a machine with a GPU: its device paths tested, both workloads timed, a short real run.
 
-    python -m bench.device_check                 # on a GPU machine, about 8 minutes
-    python -m bench.device_check --tiny          # the same paths at toy sizes, on a CPU (CI; about 9 minutes on 2 busy cores)
+    python -m bench.device_check                 # on a GPU machine (meant for <= 8 minutes; not yet run on one)
+    python -m bench.device_check --tiny          # the same paths at toy sizes, on a CPU (CI; 5 min on 2 idle cores)
 
 Three parts, each in its own process, so one failing does not hide the others:
 

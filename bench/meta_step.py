@@ -361,7 +361,10 @@ def main(argv):
                 "each mode in its own subprocess, one after the other" if isolated
                 else "alternating in one process (rotated order), median per mode"
             ),
-            "peak_rss_scope": "the meta mode's own subprocess" if isolated else "this process, all modes",
+            "peak_rss_scope": (
+                "the subprocess of the meta mode (or else the first L2T-ww mode)" if isolated
+                else "this process, all modes"
+            ),
             "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
             "cpu_count": os.cpu_count(),
             "load_average_before": [round(v, 2) for v in load_before],
@@ -369,9 +372,9 @@ def main(argv):
             "wall_s": wall_s,
         }
     )
-    if isolated:
-        own = by_mode.get("meta", {})
-        peak, baseline = own.get("peak_rss_mib"), own.get("import_baseline_rss_mib")
+    if isolated:  # the meta mode's own process, or else the first L2T-ww mode's
+        own = by_mode[next((m for m in ("meta", *modes) if m in by_mode and MODES[m] is not None), modes[0])]
+        peak, baseline = own["peak_rss_mib"], own["import_baseline_rss_mib"]
     else:
         peak = round(_peak_rss_mib(), 1)
     result = {
