@@ -60,7 +60,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import json  # noqa: E402
 import platform  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -69,7 +68,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from bench import workload  # noqa: E402
+from bench import process_memory, workload  # noqa: E402
 
 # mode -> L2TWW options (None: the plain target).
 MODES = {
@@ -115,22 +114,6 @@ _PASSED_FLAGS = (
 )  # fmt: skip
 
 
-def _peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-
-
-def _current_rss_mib():
-    """This process's resident memory now (MiB; Linux), or None elsewhere."""
-    try:
-        with open("/proc/self/status", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
 def import_baseline_rss_mib():
     """RSS right after importing what the benchmark runs on, before building anything (MiB).
 
@@ -145,7 +128,7 @@ def import_baseline_rss_mib():
 
     if FLAGS.source == workload.KERAS_HUB_RESNET34:
         import keras_hub  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
-    return _current_rss_mib()
+    return process_memory.current_rss_mib()
 
 
 def cycle(mode):
@@ -266,7 +249,7 @@ def run_in_process(modes):
         for _ in range(FLAGS.warmup):
             models[mode].train_on_batch(x, y)
         warmup_s[mode] = round(time.perf_counter() - start, 2)
-        peak_after_warmup[mode] = round(_peak_rss_mib(), 1)
+        peak_after_warmup[mode] = round(process_memory.peak_rss_mib(), 1)
 
     times, tensor_peaks = {mode: [] for mode in modes}, {mode: [] for mode in modes}
     for r in range(FLAGS.repeats):
@@ -376,7 +359,7 @@ def main(argv):
         own = by_mode[next((m for m in ("meta", *modes) if m in by_mode and MODES[m] is not None), modes[0])]
         peak, baseline = own["peak_rss_mib"], own["import_baseline_rss_mib"]
     else:
-        peak = round(_peak_rss_mib(), 1)
+        peak = round(process_memory.peak_rss_mib(), 1)
     result = {
         "plain_ms": ms("plain"),
         "meta_ms": ms("meta"),

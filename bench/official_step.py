@@ -29,13 +29,12 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import statistics
 import sys
 import tempfile
 import time
 
-from bench import official_program
+from bench import official_program, process_memory
 
 # Target classes and image side per workload: bench/workload.py's values.
 WORKLOADS = {"32": ("cifar100", 100, 32), "224": ("dog", 120, 224)}
@@ -43,18 +42,6 @@ WORKLOADS = {"32": ("cifar100", 100, 32), "224": ("dog", 120, 224)}
 
 class _Stop(Exception):
     """Ends the authors' main() once the timed iterations are done (skips their end-of-epoch evaluation)."""
-
-
-def _current_rss_mib():
-    with open("/proc/self/status", encoding="utf-8") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return None
-
-
-def _peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _parse_args():
@@ -86,7 +73,7 @@ def main():
     from check_model import check_model  # pylint: disable=import-outside-toplevel
     from models import resnet_ilsvrc  # pylint: disable=import-outside-toplevel
 
-    baseline = _current_rss_mib()  # torch and the authors' modules imported, nothing built
+    baseline = process_memory.current_rss_mib()  # torch and the authors' modules imported, nothing built
     setting, num_classes, image_size = WORKLOADS[args.workload]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")  # what their main() picks
     generator = torch.Generator().manual_seed(args.seed)
@@ -165,7 +152,7 @@ def main():
     if len(meta_times) != args.iters:
         raise SystemExit(f"the authors' loop ran {len(asked)} of {total} iterations")
 
-    peak = _peak_rss_mib()
+    peak = process_memory.peak_rss_mib()
     plain_ms = round(1000 * statistics.median(plain_times), 1) if plain_times else None
     meta_ms = round(1000 * statistics.median(meta_times), 1)
     result = {

@@ -43,14 +43,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import collections  # noqa: E402
 import glob  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
-from bench import workload  # noqa: E402
+from bench import process_memory, workload  # noqa: E402
 
 FLAGS = flags.FLAGS
 workload.define_workload_flags()
@@ -61,11 +60,6 @@ flags.DEFINE_string("trace_dir", None, "If set, write a TF profiler trace of --t
 flags.DEFINE_string("trace_phase", "train_step", "The phase to trace.")
 flags.DEFINE_integer("seed", 0, "Seed.")
 
-
-
-def _rss_mib():
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def _tensor_memory_mib():
@@ -265,14 +259,14 @@ def main(argv):
     unknown = sorted(set(names) - set(phases))
     if unknown:
         raise app.UsageError(f"Unknown phases {unknown}; known: {list(phases)}.")
-    rss_start = _rss_mib()
+    rss_start = process_memory.current_rss_mib()
     warmup_s, rss_after_warmup = {}, {}
     for name in names:  # traces; the real_only model takes its one meta step here
         start = time.perf_counter()
         phases[name]()
         phases[name]()
         warmup_s[name] = round(time.perf_counter() - start, 1)
-        rss_after_warmup[name] = round(_rss_mib(), 1)
+        rss_after_warmup[name] = round(process_memory.current_rss_mib(), 1)
     times = {name: [] for name in names}
     peak = {name: 0.0 for name in names}
     transient = {name: 0.0 for name in names}
@@ -307,7 +301,7 @@ def main(argv):
         "benchmark": "profile_meta_step",
         "phases": rows,
         "rss_after_build_mib": round(rss_start, 1),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(process_memory.peak_rss_mib(), 1),
         "settings": {k: FLAGS[k].value for k in (
             "workload", "source", "target", "source_width", "target_width", "image_size", "batch_size", "inner_steps",
             "pairs", "num_classes", "repeats")},
