@@ -69,7 +69,7 @@ def source_backbone(flag_values):
         )
     import keras_hub  # pylint: disable=import-outside-toplevel
 
-    from keras_l2t import hub_sources  # pylint: disable=import-outside-toplevel
+    from keras_l2t.sources import hub as hub_sources  # pylint: disable=import-outside-toplevel
 
     classifier = keras_hub.models.ResNetImageClassifier(
         backbone=keras_hub.models.ResNetBackbone(**KERAS_HUB_RESNET34_ARGS), num_classes=flag_values.source_classes

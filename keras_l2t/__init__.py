@@ -6,7 +6,7 @@ Importing the package registers every custom Keras object, so
 
 from keras_l2t import backbones, callbacks, data, determinism, distribute, experiment, export, initializers, layers
 from keras_l2t import losses, models
-from keras_l2t import optimizers, pairs, precision, source_models
+from keras_l2t import optimizers, pairs, precision, sources
 from keras_l2t.backbones import Backbone
 from keras_l2t.models import L2TWW
 

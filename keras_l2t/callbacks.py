@@ -18,6 +18,8 @@ import tensorflow as tf
 
 from keras_l2t.checkpointing import NonFiniteError
 from keras_l2t.models import SourceTargetModel
+from keras_l2t.backbones.backbone import Backbone
+from keras_l2t.sources.stack import SourceStack, pair_sources
 
 
 class BestValidationTracker(keras.callbacks.Callback):
@@ -223,6 +225,15 @@ TRANSFER_METRICS = (
 )
 
 
+# Logs of the mean λ of each source's pairs (several sources), e.g. `lambda_mean_of_tinyimagenet_resnet32`.
+LAMBDA_PER_SOURCE_PREFIX = "lambda_mean_of_"
+
+
+def is_pair_lambda(name):
+    """Whether a log name is one pair's mean λ (`lambda_m_n`, or `lambda_<source>_m_n` with several sources)."""
+    return name.startswith("lambda_") and name != "lambda_change_max" and not name.startswith(LAMBDA_PER_SOURCE_PREFIX)
+
+
 def is_transfer_metric(name):
     """Whether a log name is one of L2T-ww's transfer figures (per-pair mean λ, entropies, movement, norms)."""
     return name.startswith("lambda_") or name in TRANSFER_METRICS
@@ -289,42 +300,68 @@ def first_images(images):
 
 
 def tap_layer_names(backbone):
-    """Per tap index of a `Backbone`, the name of the Keras layer whose output it is."""
+    """Per tap index of a `Backbone`, the name of the Keras layer whose output it is ("source/layer" in a stack)."""
+    if isinstance(backbone, SourceStack):
+        return [
+            f"{member}/{name}"
+            for member in backbone.member_names
+            for name in tap_layer_names(Backbone(backbone.network.get_layer(member)))
+        ]
     network = getattr(backbone, "network", None)
     names = list(getattr(network, "output_names", None) or [])[1:]
     num_taps = len(backbone.feature_shapes)
     return names if len(names) == num_taps else [f"tap {i}" for i in range(num_taps)]
 
 
-def _heatmap_png(source_taps, target_taps, matrix, title, source_names=None, target_names=None):
+def _heatmap_png(panels, target_names=None):
+    """A PNG of mean-λ heatmaps side by side, one per (title, source taps, source tap labels, target taps, matrix)."""
     import matplotlib  # pylint: disable=import-outside-toplevel
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt  # pylint: disable=import-outside-toplevel
 
-    figure, axes = plt.subplots(figsize=(1.2 + 0.9 * len(target_taps), 1.0 + 0.8 * len(source_taps)))
-    image = axes.imshow(matrix, cmap="viridis", vmin=0.0, vmax=max(1.0, float(np.nanmax(matrix))))
-    axes.set_xticks(
-        range(len(target_taps)),
-        [f"{n}: {target_names[n]}" if target_names else str(n) for n in target_taps],
-        rotation=30 if target_names else 0,
-        ha="right" if target_names else "center",
-    )
-    axes.set_yticks(
-        range(len(source_taps)), [f"{m}: {source_names[m]}" if source_names else str(m) for m in source_taps]
-    )
-    axes.set_xlabel("target tap n: layer")
-    axes.set_ylabel("source tap m: layer")
-    axes.set_title(title)
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            if not np.isnan(matrix[i, j]):
-                axes.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
-    figure.colorbar(image, ax=axes)
+    width = sum(1.2 + 0.9 * len(panel[3]) for panel in panels)
+    height = 1.0 + 0.8 * max(len(panel[1]) for panel in panels)
+    figure, all_axes = plt.subplots(1, len(panels), figsize=(width, height), squeeze=False)
+    vmax = max(1.0, max(float(np.nanmax(panel[4])) for panel in panels))
+    for axes, (title, source_taps, source_labels, target_taps, matrix) in zip(all_axes[0], panels):
+        image = axes.imshow(matrix, cmap="viridis", vmin=0.0, vmax=vmax)
+        axes.set_xticks(
+            range(len(target_taps)),
+            [f"{n}: {target_names[n]}" if target_names else str(n) for n in target_taps],
+            rotation=30 if target_names else 0,
+            ha="right" if target_names else "center",
+        )
+        axes.set_yticks(range(len(source_taps)), source_labels)
+        axes.set_xlabel("target tap n: layer")
+        axes.set_ylabel("source tap m: layer")
+        axes.set_title(title)
+        for i in range(matrix.shape[0]):
+            for j in range(matrix.shape[1]):
+                if not np.isnan(matrix[i, j]):
+                    axes.text(j, i, f"{matrix[i, j]:.2f}", ha="center", va="center", color="w", fontsize=8)
+    figure.colorbar(image, ax=list(all_axes[0]))
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     plt.close(figure)
     return buffer.getvalue()
+
+
+def pair_weight_panels(source, pairs, pair_weights, title, source_names=None):
+    """The heatmap panels of `_heatmap_png`: one for a source, one per source of a `SourceStack` of several.
+
+    A stacked source's rows are labelled with the source's own tap numbers.
+    """
+    owners = pair_sources(source, pairs) or [None] * len(pairs)
+    panels = []
+    for owner in dict.fromkeys(owners):
+        chosen = [p for p, o in enumerate(owners) if o == owner]
+        own_pairs = [pairs[p] for p in chosen]
+        source_taps, target_taps, matrix = pair_weight_matrix(own_pairs, [pair_weights[p] for p in chosen])
+        numbers = [source.member_tap(m)[1] if owner else m for m in source_taps]
+        labels = [f"{k}: {source_names[m]}" if source_names else str(k) for k, m in zip(numbers, source_taps)]
+        panels.append((f"{owner}: {title}" if owner else title, source_taps, labels, target_taps, matrix))
+    return panels
 
 
 class TransferMonitor(keras.callbacks.Callback):
@@ -388,10 +425,10 @@ class TransferMonitor(keras.callbacks.Callback):
             for (m, n), channel_weights in zip(pairs, weights["channel_weights"] or []):
                 tf.summary.histogram(f"transfer/channel_weights/{m}-{n}", channel_weights)
             if weights["pair_weights"]:
-                source_taps, target_taps, matrix = pair_weight_matrix(pairs, weights["pair_weights"])
-                png = _heatmap_png(
-                    source_taps, target_taps, matrix, f"mean λ, epoch {step}", source_names, target_names
+                panels = pair_weight_panels(
+                    self.model.source, pairs, weights["pair_weights"], f"mean λ, epoch {step}", source_names
                 )
+                png = _heatmap_png(panels, target_names)
                 tf.summary.image("transfer/pair_weights", tf.image.decode_png(png)[tf.newaxis])
         self._writer.flush()
 
@@ -430,7 +467,9 @@ def transfer_summary(model, images=None, statistics=None):
     Returns a JSON-able dict: `pairs` ([m, n] each), `lambda` (mean λ per pair,
     or None without a where-net) and `channel_weight_entropy` (per pair, the
     batch mean of −Σ w log w / log C: 1 for uniform channel weights, 0 for
-    one channel; None without a what-net).
+    one channel; None without a what-net). With several sources also
+    `pair_sources` (per pair, its source's name) and `lambda_per_source`
+    (source name → mean λ of its pairs).
     """
     weights = model.transfer_weights(images, statistics)
     pair_weights, channel_weights = weights["pair_weights"], weights["channel_weights"]
@@ -441,11 +480,20 @@ def transfer_summary(model, images=None, statistics=None):
             w = np.asarray(w, np.float64)
             entropy = -np.sum(w * np.log(w + 1e-12), axis=-1) / math.log(max(w.shape[-1], 2))
             entropies.append(float(np.mean(entropy)))
-    return {
+    summary = {
         "pairs": [[int(m), int(n)] for m, n in weights["pairs"]],
         "lambda": [float(np.mean(p)) for p in pair_weights] if pair_weights else None,
         "channel_weight_entropy": entropies,
     }
+    names = pair_sources(model.source, weights["pairs"])
+    if names:
+        summary["pair_sources"] = names
+        if summary["lambda"]:
+            summary["lambda_per_source"] = {
+                name: float(np.mean([lam for lam, owner in zip(summary["lambda"], names) if owner == name]))
+                for name in dict.fromkeys(names)
+            }
+    return summary
 
 
 class MetaNetworkMovement(keras.callbacks.Callback):
@@ -517,6 +565,8 @@ class MetaNetworkMovement(keras.callbacks.Callback):
             if self.first_lambda is None:
                 self.first_lambda = summary["lambda"]
             figures["lambda_change_max"] = max(abs(a - b) for a, b in zip(summary["lambda"], self.first_lambda))
+        for name, mean in (summary.get("lambda_per_source") or {}).items():
+            figures[f"{LAMBDA_PER_SOURCE_PREFIX}{name}"] = mean
         logs.update(figures)
         self.summary = {**summary, **figures, "epoch": epoch + 1}
 
@@ -531,12 +581,16 @@ class MetaNetworkMovement(keras.callbacks.Callback):
                 f"w entropy mean {float(logs['channel_weight_entropy']):.6f}, "
                 f"min {float(logs['channel_weight_entropy_min']):.6f}"
             )
-        lambdas = [float(v) for k, v in logs.items() if k.startswith("lambda_") and k[7:8].isdigit()]
+        lambdas = [float(v) for k, v in logs.items() if is_pair_lambda(k)]
         if lambdas:
             parts.append(
                 f"λ in [{min(lambdas):.3f}, {max(lambdas):.3f}], max |Δλ| since epoch 1 "
                 f"{float(logs['lambda_change_max']):.4f}"
             )
+        per_source = {k[len(LAMBDA_PER_SOURCE_PREFIX):]: float(v) for k, v in logs.items()
+                      if k.startswith(LAMBDA_PER_SOURCE_PREFIX)}
+        if per_source:
+            parts.append("mean λ per source: " + ", ".join(f"{name} {mean:.3f}" for name, mean in per_source.items()))
         parts.append(f"‖φ−φ₀‖/‖φ₀‖ {float(logs['phi_distance']):.2e}")
         return "meta-networks: " + "; ".join(parts)
 

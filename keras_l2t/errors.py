@@ -12,3 +12,7 @@ class InputError(ValueError):
 
     The message says what is wrong and what to do, in one or two sentences.
     """
+
+
+class SourceUnavailableError(InputError, RuntimeError):
+    """The source network cannot be loaded (missing/corrupt file, weights not downloadable)."""

@@ -21,7 +21,7 @@ from keras_l2t import checkpointing
 from keras_l2t import data as data_lib
 from keras_l2t import determinism, distribute, export, precision
 from keras_l2t import optimizers
-from keras_l2t import source_models
+from keras_l2t import sources
 from keras_l2t.time_estimate import RunTimeEstimate
 from keras_l2t.callbacks import (
     BestValidationTracker,
@@ -241,7 +241,7 @@ def _build_model(config, splits, steps_per_epoch):
             jit_compile=config.jit_compile,
         )
         return target
-    source = source_models.load_source(config.source, image_size)
+    source = sources.load_sources(config.source, image_size)
     if config.method in HAND_CRAFTED_METHODS:
         model = HandCraftedTransfer(
             source,

@@ -14,7 +14,7 @@ from absl import flags
 from keras_l2t import checkpointing
 from keras_l2t.data.availability import DatasetNotFoundError
 from keras_l2t.errors import InputError
-from keras_l2t.source_models import SourceUnavailableError
+from keras_l2t.errors import SourceUnavailableError
 from train import cli_help
 from train import flags as train_flags
 from train import main as train_main

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from keras_l2t import backbones, hub_sources, source_models
+from keras_l2t import backbones, sources
+from keras_l2t.sources import hub as hub_sources
 from keras_l2t.errors import InputError
 from keras_l2t.pairs import parse_pairs
 from tests import timm_presets
@@ -38,7 +39,7 @@ def resnet34_and_preset(tmp_path_factory):
 
 def test_a_timm_resnet34_preset_computes_our_resnet34(resnet34_and_preset):
     ours, preset = resnet34_and_preset
-    source = source_models.load_source(preset, IMAGE_SIZE)
+    source = sources.load_source(preset, IMAGE_SIZE)
     assert not source.trainable
     images = np.random.default_rng(1).normal(size=(2, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
     logits, features = source(images, training=False, return_features=True)
@@ -53,7 +54,7 @@ def test_a_timm_resnet34_preset_computes_our_resnet34(resnet34_and_preset):
 
 def test_a_pair_spec_means_the_same_layers_for_a_keras_hub_and_our_resnet34(resnet34_and_preset):
     ours, preset = resnet34_and_preset
-    hub = source_models.load_source(preset, IMAGE_SIZE)
+    hub = sources.load_source(preset, IMAGE_SIZE)
     target = backbones.resnet18(num_classes=10, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3))
     for spec in ("3-3,2-2,1-1", "all", "one_to_one", "single"):
         assert parse_pairs(spec, hub, target) == parse_pairs(spec, ours, target), spec
@@ -70,7 +71,7 @@ def test_a_pair_spec_means_the_same_layers_for_a_keras_hub_and_our_resnet34(resn
 
 def test_an_out_of_range_hub_tap_is_a_one_line_error(resnet34_and_preset):
     _, preset = resnet34_and_preset
-    hub = source_models.load_source(preset, IMAGE_SIZE)
+    hub = sources.load_source(preset, IMAGE_SIZE)
     target = backbones.resnet18(num_classes=10, input_shape=(IMAGE_SIZE, IMAGE_SIZE, 3))
     with pytest.raises(InputError, match=r"Source tap 5 out of range: .* has taps 0\.\.4") as error:
         parse_pairs("5-4", hub, target)
@@ -94,7 +95,7 @@ def _tiny_keras_hub_resnet_preset(directory, use_pre_activation=False):
 def test_a_keras_hub_resnet_is_tapped_at_the_stem_and_the_four_stages(tmp_path, use_pre_activation):
     preset = str(tmp_path / "tiny_resnet")
     _tiny_keras_hub_resnet_preset(preset, use_pre_activation)
-    source = source_models.load_source(preset, 224)
+    source = sources.load_source(preset, 224)
     # Taps 0..4, strides 2, 4, 8, 16, 32: the official forward_with_features' r1 (after the stem ReLU,
     # before the max-pool), layer1 .. layer4; pairs draw from 1..4 as for backbones.resnet34.
     assert source.feature_shapes == ((112, 112, 64), (56, 56, 64), (28, 28, 16), (14, 14, 24), (7, 7, 32))
@@ -137,7 +138,7 @@ def test_a_missing_hugging_face_preset_fails_within_seconds_naming_the_cache(mon
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path))  # an empty cache
     start = time.time()
     with pytest.raises(InputError, match="resnet34.tv_in1k") as error:
-        source_models.load_source("resnet34_imagenet", 224)
+        sources.load_source("resnet34_imagenet", 224)
     assert time.time() - start < 10
     assert "hf download timm/resnet34.tv_in1k config.json model.safetensors" in str(error.value)
 
@@ -163,7 +164,7 @@ def test_resnet34_imagenet_is_read_from_the_hugging_face_cache_without_the_netwo
         raise AssertionError(f"the network was probed for {endpoints} although the preset is cached")
 
     monkeypatch.setattr(hub_sources, "reachable_endpoints", no_network)
-    source = source_models.load_source("resnet34_imagenet", IMAGE_SIZE)
+    source = sources.load_source("resnet34_imagenet", IMAGE_SIZE)
     images = np.random.default_rng(2).normal(size=(1, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
     np.testing.assert_allclose(np.asarray(source(images)), np.asarray(ours(images)), rtol=0, atol=1e-4)
     assert source.name == "resnet34_tv_in1k"

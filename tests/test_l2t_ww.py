@@ -343,10 +343,10 @@ def test_transfer_monitor_writes_the_pair_weight_image_and_histograms(tmp_path):
 
 
 def test_resnet50_source_taps_and_caffe_inputs():
-    source = keras_l2t.source_models.resnet50_imagenet(image_size=64, weights=None)
+    source = keras_l2t.sources.applications.resnet50_imagenet(image_size=64, weights=None)
     assert source.feature_channels == (256, 512, 1024, 2048)
     assert [s[0] for s in source.feature_shapes] == [16, 8, 4, 2]
     # The ImageNet-mean image (0 after normalisation) is 255·mean in BGR minus Keras' caffe BGR mean.
     normalised_mean = np.zeros((1, 4, 4, 3), "float32")
     expected = [0.406 * 255 - 103.939, 0.456 * 255 - 116.779, 0.485 * 255 - 123.68]
-    np.testing.assert_allclose(keras_l2t.source_models.CaffeInputs()(normalised_mean)[0, 0, 0], expected, atol=1e-3)
+    np.testing.assert_allclose(keras_l2t.sources.applications.CaffeInputs()(normalised_mean)[0, 0, 0], expected, atol=1e-3)

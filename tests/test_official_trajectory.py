@@ -21,9 +21,10 @@ import pytest
 import tensorflow as tf
 
 import keras_l2t
-from keras_l2t import backbones, official_weights
+from keras_l2t import backbones
+from keras_l2t.sources import official as official_weights
 from keras_l2t.optimizers import SGD, AdamL2, EpochCosineDecay
-from keras_l2t.source_models import load_source
+from keras_l2t.sources import load_source
 from tests.reference import trajectory_state as state_lib
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "data", "official_trajectory.npz")

@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 
-from keras_l2t import official_weights
+from keras_l2t.sources import official as official_weights
 
 REFERENCE = os.path.join(os.path.dirname(__file__), "data", "tinyimagenet200_resnet32_reference_outputs_subset.npz")
 

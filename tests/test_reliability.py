@@ -302,8 +302,6 @@ def bad_files(tmp_path_factory, source_path):
     corrupt.write_bytes(b"PK\x03\x04 this is not a keras archive")
     plain = keras.Sequential([keras.Input((32, 32, 3)), keras.layers.Flatten(), keras.layers.Dense(2)])
     plain.save(root / "plain.keras")
-    source_64 = root / "source_64.keras"
-    backbones.get_backbone("resnet32", num_classes=5, width=0.25, input_shape=(64, 64, 3)).save(source_64)
     empty_class = _image_folder(root / "empty_class")
     for f in (empty_class / "train" / "b").iterdir():
         f.unlink()
@@ -311,7 +309,7 @@ def bad_files(tmp_path_factory, source_path):
     (bad_image / "train" / "a" / "broken.jpg").write_bytes(b"not an image at all")
     return {
         "src": source_path, "corrupt": str(corrupt), "plain": str(root / "plain.keras"),
-        "src64": str(source_64), "empty_class": str(empty_class), "bad_image": str(bad_image),
+        "empty_class": str(empty_class), "bad_image": str(bad_image),
         "empty": str(root / "no_data_here"),
     }
 
@@ -322,7 +320,11 @@ BAD_INPUTS = {
     "malformed pairs": (["--method=fm", "--source={src}", "--pairs=1-x"], "Malformed pair '1-x'"),
     "tap out of range": (["--method=fm", "--source={src}", "--pairs=20-0"], "Source tap 20 out of range"),
     "target tap out of range": (["--method=fm", "--source={src}", "--pairs=0-9"], "Target tap 9 out of range"),
-    "unmatched input sizes": (["--method=fm", "--source={src64}"], "takes (64, 64) inputs but the target gets 32"),
+    "pair without its source": (
+        ["--method=fm", "--source={src},{src}", "--pairs=0-0"], "does not say which source: with 2 sources"
+    ),
+    "two auto sources": (["--method=fm", "--source=auto,auto", "--source_classes=0"], "names auto twice"),
+    "lwf from several sources": (["--method=lwf", "--source={src},{src}"], "stacks several sources"),
     "missing source": (["--method=fm", "--source=/nonexistent/source.keras"], "is neither a file"),
     "corrupt source": (["--method=fm", "--source={corrupt}"], "could not be loaded"),
     "incompatible source": (["--method=fm", "--source={plain}"], "not a keras_l2t Backbone"),

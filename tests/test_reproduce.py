@@ -128,7 +128,7 @@ def test_cost_chart_places_each_method_at_its_median_wall_time(tmp_path, monkeyp
 def test_runner_skips_finished_runs_and_refuses_runs_with_other_arguments(tmp_path):
     specs = [reproduce.MethodSpec("scratch"), reproduce.MethodSpec("fm", "single")]
     out = str(tmp_path)
-    jobs = reproduce.study_jobs(specs, [0, 1], out, ["--epochs=3"], source_path="src.keras",
+    jobs = reproduce.study_jobs(specs, [0, 1], out, ["--epochs=3"], source_spec="src.keras",
                                 transfer_methods=("fm",))
     assert [(j.record["spec"], j.record["seed"]) for j in jobs] == [
         ("scratch", 0), ("fm:single", 0), ("scratch", 1), ("fm:single", 1)]
@@ -156,7 +156,7 @@ def test_runner_skips_finished_runs_and_refuses_runs_with_other_arguments(tmp_pa
     assert launched == [("scratch", 1)]
 
     launched.clear()  # other arguments in the same output_dir: refused, nothing reruns
-    other = reproduce.study_jobs(specs, [0, 1], out, ["--epochs=4"], source_path="src.keras",
+    other = reproduce.study_jobs(specs, [0, 1], out, ["--epochs=4"], source_spec="src.keras",
                                  transfer_methods=("fm",))
     failures = reproduce.run_jobs(other, launcher=launcher, log=lambda *_: None)
     assert launched == [] and len(failures) == 4 and all("other arguments" in f for f in failures)

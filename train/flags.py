@@ -17,7 +17,7 @@ from keras_l2t.distribute import STRATEGIES
 from keras_l2t.errors import InputError
 from keras_l2t.experiment import METHODS, TRANSFER_METHODS, ExperimentConfig
 from keras_l2t.precision import MIXED_PRECISION_POLICIES
-from keras_l2t.source_models import NAMED_SOURCES
+from keras_l2t.sources import NAMED_SOURCES, source_entries
 from train import presets
 from train import run_dirs
 
@@ -376,6 +376,14 @@ def _preset(flag_values):
     )
 
 
+AUTO_SOURCE = "auto"
+
+
+def with_auto_source(spec, path):
+    """`--source` with its `auto` entry replaced by the pretrained source's `path`."""
+    return ",".join(path if entry == AUTO_SOURCE else entry for entry in source_entries(spec))
+
+
 def plan_from_flags(flag_values):
     """(methods, base target config, auto-source config or None) for `train.main`.
 
@@ -422,7 +430,10 @@ def plan_from_flags(flag_values):
                 f"Methods {methods} need --source (PATH to a .keras Backbone, "
                 f"{'/'.join(NAMED_SOURCES)}, or auto with --source_classes)."
             )
-        if base.source == "auto":
+        entries = source_entries(base.source)
+        if entries.count(AUTO_SOURCE) > 1:
+            raise InputError(f"--source={base.source} names auto twice: one auto source per run.")
+        if AUTO_SOURCE in entries:
             source_classes = _int_list(flag_values.source_classes) or _int_list(preset.get("source_classes"))
             if not source_classes:
                 raise InputError("--source=auto pretrains on --source_classes of the same dataset: set them.")
@@ -467,7 +478,9 @@ def method_configs(methods, base, source_config, repeats=1):
     Each run has its own model_dir when there are several (`<method>/`, and
     `seed<k>/` inside it when repeats > 1); transferring methods get the source.
     """
-    source = os.path.join(source_config.model_dir, "source.keras") if source_config is not None else base.source
+    source = base.source
+    if source_config is not None:
+        source = with_auto_source(base.source, os.path.join(source_config.model_dir, "source.keras"))
     configs = []
     for method in methods:
         method_dir = os.path.join(base.model_dir, method) if len(methods) > 1 else base.model_dir

@@ -210,16 +210,20 @@ def run_jobs(jobs, *, launcher=launch, log=print):
     return failures
 
 
-def study_jobs(specs, seeds, output_dir, train_args, source_path=None, transfer_methods=()):
-    """The train.main jobs of specs × seeds (seed-major: all methods of seed 0 first)."""
+def study_jobs(specs, seeds, output_dir, train_args, source_spec=None, transfer_methods=()):
+    """The train.main jobs of specs × seeds (seed-major: all methods of seed 0 first).
+
+    `source_spec`: the `--source` of the transferring runs where the runner
+    pretrained an auto source (its path in place of `auto`).
+    """
     jobs = []
     for seed in seeds:
         for spec in specs:
             run_dir = os.path.join(output_dir, "runs", spec.dirname, f"seed{seed}")
             model_dir = os.path.join(run_dir, MODEL_SUBDIR)
             args = [*train_args, *spec.train_args(), f"--seed={seed}", "--repeats=1", f"--model_dir={model_dir}"]
-            if source_path is not None and spec.method in transfer_methods:
-                args.append(f"--source={source_path}")
+            if source_spec is not None and spec.method in transfer_methods:
+                args.append(f"--source={source_spec}")
             record = {"spec": spec.spec, "label": spec.label, "seed": seed, "model_dir": MODEL_SUBDIR}
             jobs.append(Job(run_dir, "train.main", tuple(args), record, os.path.join(model_dir, "results.json")))
     return jobs
@@ -270,7 +274,7 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # pylint: disable=import-outside-toplevel
     from keras_l2t.experiment import DEFAULT_PAIRS, METHODS, TRANSFER_METHODS
-    from train.flags import plan_from_flags
+    from train.flags import plan_from_flags, with_auto_source
 
     given = [name for name in PER_RUN_FLAGS if FLAGS[name].present]
     if given:
@@ -295,17 +299,18 @@ def main(argv):
         _, _, source_config = plan_from_flags(FLAGS)
     except ValueError as error:
         raise app.UsageError(str(error)) from error
-    source_job = source_path = None
+    source_job = source_path = source_spec = None
     if source_config is not None:  # --source=auto: pretrain once, share between runs and seeds
         source_dir = FLAGS.source_dir or os.path.join(output_dir, "source")
         source_config = dataclasses.replace(source_config, model_dir=os.path.join(source_dir, MODEL_SUBDIR))
         source_path = os.path.join(source_config.model_dir, "source.keras")
+        source_spec = with_auto_source(FLAGS.source, source_path)
         source_record = {"spec": "source", "label": "source pretraining", "seed": source_config.seed,
                          "model_dir": MODEL_SUBDIR}
         source_job = Job(source_dir, "train.pretrain_source", tuple(pretrain_source_args(source_config)),
                          source_record, source_path)
         train_args = [a for a in train_args if a.split("=", 1)[0].lstrip("-") not in AUTO_SOURCE_FLAGS]
-    jobs = study_jobs(specs, seeds, output_dir, train_args, source_path, TRANSFER_METHODS)
+    jobs = study_jobs(specs, seeds, output_dir, train_args, source_spec, TRANSFER_METHODS)
 
     if FLAGS.print_config:
         resolved = {"output_dir": output_dir, "config": FLAGS.config, "train_main_args": train_args,

@@ -33,6 +33,9 @@ class Backbone(MultiWorkerFitMixin, keras.Model):
             `[logits, tap_0, ..., tap_{n-1}]`, taps in network order.
         transfer_taps: Indices of the taps that pair specifications such as
             "all" draw from (e.g. the stage outputs); default: every tap.
+        has_classifier: False for a network without a classification head
+            (e.g. DINOv2): its first output is then a pooled embedding, not
+            logits, and methods that need a source's logits (LwF) refuse it.
         **kwargs: Passed to `keras.Model` (e.g. `name`).
 
     Call arguments:
@@ -48,8 +51,9 @@ class Backbone(MultiWorkerFitMixin, keras.Model):
     ```
     """
 
-    def __init__(self, network, transfer_taps=None, **kwargs):
+    def __init__(self, network, transfer_taps=None, has_classifier=True, **kwargs):
         super().__init__(**kwargs)
+        self.has_classifier = bool(has_classifier)
         if len(network.outputs) < 2:
             raise InputError(
                 "A Backbone network must output [logits, tap_0, ...]; got "
@@ -126,6 +130,7 @@ class Backbone(MultiWorkerFitMixin, keras.Model):
         config = super().get_config()
         config["network"] = keras.saving.serialize_keras_object(self.network)
         config["transfer_taps"] = list(self.transfer_taps)
+        config["has_classifier"] = self.has_classifier
         return config
 
     @classmethod

@@ -16,6 +16,7 @@ from keras import ops
 
 from keras_l2t import distribute, initializers, losses
 from keras_l2t import pairs as pairs_lib
+from keras_l2t.errors import InputError
 from keras_l2t.models.source_target import SourceTargetModel
 from keras_l2t.optimizers.sgd import SGD
 
@@ -73,11 +74,19 @@ class HandCraftedTransfer(SourceTargetModel):
     """
 
     def __init__(
-        self, source, target, method="at", pairs="one_to_one", at_weight=1e3, lwf_weight=1.0, temperature=2.0, **kwargs
+        self, source=None, target=None, method="at", pairs="one_to_one", at_weight=1e3, lwf_weight=1.0,
+        temperature=2.0, **kwargs
     ):
         super().__init__(source, target, **kwargs)
+        source = self.source  # a SourceStack where `sources=[...]` was passed
         if method not in HAND_CRAFTED_METHODS:
             raise ValueError(f"method must be one of {HAND_CRAFTED_METHODS}, got {method!r}.")
+        if uses_distillation(method) and (not source.has_classifier or len(getattr(source, "member_names", ())) > 1):
+            raise InputError(
+                f"{method} distils the source's class predictions: it needs one source with a classification head, "
+                f"and {source.name} {'has none' if not source.has_classifier else 'stacks several sources'}; "
+                "use fm, at, l2t_w or l2t_ww."
+            )
         if at_weight < 0 or lwf_weight < 0 or temperature <= 0:
             raise ValueError("at_weight and lwf_weight must be >= 0 and temperature > 0.")
         self.method = method

@@ -42,11 +42,13 @@ from keras import ops
 from keras_l2t import distribute, losses, precision
 from keras_l2t import pairs as pairs_lib
 from keras_l2t.layers.feature_matching import FeatureMatching, resize_to
+from keras_l2t.layers.normalization import exact_normalizations
 from keras_l2t.layers.meta_networks import ChannelWeightNetwork, PairWeightNetwork
 from keras_l2t.models import recompute
 from keras_l2t.models.source_target import SourceTargetModel
 from keras_l2t.optimizers.adam import AdamL2
 from keras_l2t.optimizers.sgd import SGD, sgd_momentum_step
+from keras_l2t.sources.stack import pair_label
 
 TRANSFER_MODES = ("l2t_ww", "l2t_w", "fm")
 
@@ -62,7 +64,12 @@ class L2TWW(SourceTargetModel):
         source: Pretrained source `Backbone`; frozen (never trained).
         target: Target `Backbone` to train.
         pairs: Pair spec (`keras_l2t.pairs.parse_pairs`): "all" (default),
-            "one_to_one", "single", "m-n,..." or a sequence of (m, n).
+            "one_to_one", "single", "m-n,..." ("k:m-n,..." with several
+            sources) or a sequence of (m, n).
+        sources: Instead of `source`, several source `Backbone`s (a
+            `SourceStack`): pairs draw from every source's taps, each pair's
+            meta-networks see its own source's features, and the logs name
+            each pair's source (`lambda_<source>_m_n`).
         mode: "l2t_ww", "l2t_w" (λ fixed at 1) or "fm" (unweighted matching).
         beta: Matching weight β (0.5).
         inner_steps: T, look-ahead matching steps (2).
@@ -104,8 +111,8 @@ class L2TWW(SourceTargetModel):
 
     def __init__(
         self,
-        source,
-        target,
+        source=None,
+        target=None,
         pairs="all",
         mode="l2t_ww",
         beta=0.5,
@@ -121,8 +128,11 @@ class L2TWW(SourceTargetModel):
         **kwargs,
     ):
         super().__init__(source, target, **kwargs)
+        source = self.source  # a SourceStack where `sources=[...]` was passed
         if mode not in TRANSFER_MODES:
             raise ValueError(f"mode must be one of {TRANSFER_MODES}, got {mode!r}.")
+        # The meta-gradient differentiates the target twice: Keras' own BN/LN drop a term of that.
+        exact_normalizations(self.target)
         if inner_steps < 0 or meta_every < 1 or beta < 0:
             raise ValueError("inner_steps must be >= 0, meta_every >= 1 and beta >= 0.")
         self.pairs = pairs_lib.parse_pairs(pairs, source, target)
@@ -166,7 +176,9 @@ class L2TWW(SourceTargetModel):
         self.meta_loss_tracker = keras.metrics.Mean(name="meta_loss")
         self.meta_gradient_norm_tracker = keras.metrics.Mean(name="meta_gradient_norm")
         self.entropy_tracker = keras.metrics.Mean(name="channel_weight_entropy")
-        self.pair_weight_trackers = [keras.metrics.Mean(name=f"lambda_{m}_{n}") for m, n in self.pairs]
+        self.pair_weight_trackers = [
+            keras.metrics.Mean(name=f"lambda_{pair_label(source, pair)}") for pair in self.pairs
+        ]
         self.meta_optimizer = None
         self.built = True
 

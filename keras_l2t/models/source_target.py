@@ -5,6 +5,7 @@ import keras
 from keras_l2t.backbones.backbone import Backbone
 from keras_l2t.errors import InputError
 from keras_l2t.multi_worker_fit import MultiWorkerFitMixin
+from keras_l2t.sources.stack import SourceStack
 
 
 def check_source_and_target(source, target):
@@ -33,10 +34,17 @@ class SourceTargetModel(MultiWorkerFitMixin, keras.Model):
     Args:
         source: Pretrained source `Backbone`; frozen (never trained).
         target: Target `Backbone` to train.
+        sources: Instead of `source`, a list of source `Backbone`s: they
+            become one `SourceStack` (each at its own input size), whose taps
+            pairs draw from ("k:m-n" names source k's tap m).
     """
 
-    def __init__(self, source, target, **kwargs):
+    def __init__(self, source=None, target=None, sources=None, **kwargs):
         super().__init__(**kwargs)
+        if (source is None) == (sources is None) or target is None:
+            raise InputError("Pass a target and either source=Backbone or sources=[Backbone, ...].")
+        if sources is not None:
+            source = SourceStack.of(sources, target.image_shape[0])
         check_source_and_target(source, target)
         self.source = source
         self.source.trainable = False

@@ -18,7 +18,7 @@ from keras_l2t.backbones.resnet import resnet32
 
 TINYIMAGENET_RESNET32 = "tinyimagenet_resnet32"
 TINYIMAGENET_RESNET32_FILE = os.path.join(
-    os.path.dirname(__file__), "weights", "tinyimagenet200_resnet32_state_dict.npz"
+    os.path.dirname(os.path.dirname(__file__)), "weights", "tinyimagenet200_resnet32_state_dict.npz"
 )
 TINYIMAGENET_CLASSES = 200
 
@@ -88,3 +88,17 @@ def tinyimagenet_resnet32(image_size=32):
     """The shipped official Tiny-ImageNet ResNet-32 as a `Backbone` (taps: 15 block outputs; pairs use 4, 9, 14)."""
     with np.load(TINYIMAGENET_RESNET32_FILE) as state_dict:
         return port_resnet32_state_dict(dict(state_dict), image_size=image_size)
+
+
+NAMES = (TINYIMAGENET_RESNET32,)
+
+
+def handles(spec):
+    """Whether `spec` names the authors' shipped source."""
+    return spec in NAMES
+
+
+def load(spec, image_size):
+    """The authors' shipped source `spec` (one of NAMES) at `image_size`."""
+    del spec  # the only one
+    return tinyimagenet_resnet32(image_size)
