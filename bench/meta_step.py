@@ -126,7 +126,7 @@ def import_baseline_rss_mib():
 
     import keras_l2t  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
 
-    if FLAGS.source == workload.KERAS_HUB_RESNET34:
+    if FLAGS.source in workload.KERAS_HUB_SOURCES:
         import keras_hub  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
     return process_memory.current_rss_mib()
 

@@ -6,6 +6,9 @@
   ImageNet ResNet-34 -> ResNet-18 at 224x224, 120 target classes. The source is
   keras-hub's ResNet-34 graph (what `resnet34_imagenet`, timm's
   `resnet34.tv_in1k`, loads into) at random weights, so nothing is downloaded.
+- `--workload=224_vit` (issue #26): the same with a ViT-B/16 source (keras-hub's
+  graph at random weights, no classification head; taps: blocks 3, 6, 9, 12 as
+  14x14x768 maps), the cost of transferring from a vision transformer.
 
 Both: batch 64, T = 2, all pairs (15 and 16), full width. Any flag given
 explicitly overrides the workload's value.
@@ -21,6 +24,13 @@ KERAS_HUB_RESNET34_ARGS = {
     "input_conv_filters": [64], "input_conv_kernel_sizes": [7],
 }  # fmt: skip
 KERAS_HUB_RESNET34 = "keras_hub_resnet34"
+# ViT-B/16 at 224 (Dosovitskiy et al.; keras-hub's vit_base_patch16_224 presets).
+KERAS_HUB_VIT_B16_ARGS = {
+    "image_shape": (224, 224, 3), "patch_size": 16, "num_layers": 12, "num_heads": 12, "hidden_dim": 768,
+    "mlp_dim": 3072,
+}  # fmt: skip
+KERAS_HUB_VIT_B16 = "keras_hub_vit_b16"
+KERAS_HUB_SOURCES = (KERAS_HUB_RESNET34, KERAS_HUB_VIT_B16)
 
 WORKLOADS = {
     "32": {"source": "resnet32", "target": "vgg9_bn", "image_size": 32, "num_classes": 100, "source_classes": 200},
@@ -28,15 +38,22 @@ WORKLOADS = {
         "source": KERAS_HUB_RESNET34, "target": "resnet18", "image_size": 224, "num_classes": 120,
         "source_classes": 1000,
     },
+    "224_vit": {
+        "source": KERAS_HUB_VIT_B16, "target": "resnet18", "image_size": 224, "num_classes": 120,
+        "source_classes": 1000,
+    },
 }  # fmt: skip
 
 
 def define_workload_flags():
     """Defines the flags that set the benchmarked source, target and batch."""
-    flags.DEFINE_enum("workload", "32", list(WORKLOADS), "32: ResNet-32 -> VGG-9-BN; 224: ResNet-34 -> ResNet-18.")
+    flags.DEFINE_enum(
+        "workload", "32", list(WORKLOADS),
+        "32: ResNet-32 -> VGG-9-BN; 224: ResNet-34 -> ResNet-18; 224_vit: ViT-B/16 -> ResNet-18.",
+    )
     flags.DEFINE_string(
         "source", None,
-        f"Source backbone (keras_l2t.backbones.BACKBONES, or {KERAS_HUB_RESNET34}: keras-hub's graph). "
+        f"Source backbone (keras_l2t.backbones.BACKBONES, or {'/'.join(KERAS_HUB_SOURCES)}: keras-hub's graphs). "
         "Default: the workload's.",
     )
     flags.DEFINE_string("target", None, "Target backbone (keras_l2t.backbones.BACKBONES). Default: the workload's.")
@@ -62,7 +79,7 @@ def source_backbone(flag_values):
     from keras_l2t import backbones  # pylint: disable=import-outside-toplevel
 
     shape = (flag_values.image_size, flag_values.image_size, 3)
-    if flag_values.source != KERAS_HUB_RESNET34:
+    if flag_values.source not in KERAS_HUB_SOURCES:
         return backbones.get_backbone(
             flag_values.source, num_classes=flag_values.source_classes, width=flag_values.source_width,
             input_shape=shape,
@@ -71,12 +88,16 @@ def source_backbone(flag_values):
 
     from keras_l2t.sources import hub as hub_sources  # pylint: disable=import-outside-toplevel
 
+    if flag_values.source == KERAS_HUB_VIT_B16:
+        converter = keras_hub.layers.ViTImageConverter(image_size=(224, 224), scale=1 / 127.5, offset=-1.0)
+        return hub_sources.backbone_source(
+            keras_hub.models.ViTBackbone(**KERAS_HUB_VIT_B16_ARGS), image_size=flag_values.image_size,
+            name="vit_b16", converter=converter,
+        )
     classifier = keras_hub.models.ResNetImageClassifier(
         backbone=keras_hub.models.ResNetBackbone(**KERAS_HUB_RESNET34_ARGS), num_classes=flag_values.source_classes
     )
-    source = hub_sources.classifier_source(classifier, image_size=flag_values.image_size, name="resnet34")
-    source.trainable = False
-    return source
+    return hub_sources.classifier_source(classifier, image_size=flag_values.image_size, name="resnet34")
 
 
 def target_backbone(flag_values):

@@ -22,6 +22,7 @@ from keras_l2t import data as data_lib
 from keras_l2t import determinism, distribute, export, precision
 from keras_l2t import optimizers
 from keras_l2t import sources
+from keras_l2t.backbones.hub import hub_target
 from keras_l2t.time_estimate import RunTimeEstimate
 from keras_l2t.callbacks import (
     BestValidationTracker,
@@ -55,7 +56,7 @@ class ExperimentConfig:
     method: str = "scratch"
     dataset: str = "digits"
     data_dir: str | None = None
-    target: str = "vgg9_bn"
+    target: str = "vgg9_bn"  # backbones.BACKBONES, or a keras-hub preset (built at random weights, its config only)
     width: float = 1.0
     image_size: int | None = None
     epochs: int = 200
@@ -71,7 +72,8 @@ class ExperimentConfig:
     split: str | None = None  # data.SPLITS: "official" or "seeded"; None: data.default_split (official where matchable)
     augmentation: str | None = None  # data.AUGMENTATIONS; None: the dataset's own (folders: from image size)
     # Transfer (every method but scratch):
-    source: str | None = None
+    source: str | None = None  # one spec, or several joined by commas (a multi-source run)
+    source_blocks: tuple[int, ...] | None = None  # vision transformer sources: blocks tapped (1-based); None: 4 spaced
     pairs: str | None = None  # None: DEFAULT_PAIRS of the method
     beta: float = 0.5
     inner_steps: int = 2
@@ -225,14 +227,29 @@ def build_model(config, splits, steps_per_epoch):
     return model
 
 
+def check_target(target):
+    """Raises unless `target` is a keras_l2t architecture or a keras-hub preset."""
+    if target not in backbones.BACKBONES and not sources.hub.is_hub_spec(target):
+        raise InputError(
+            f"Target {target!r} is neither one of {sorted(backbones.BACKBONES)} nor a keras-hub preset "
+            "(a preset name, hf:// or kaggle:// handle, or a directory with config.json)."
+        )
+
+
+def target_backbone(target, num_classes, width, image_size):
+    """The target `Backbone`: a keras_l2t architecture (`backbones.BACKBONES`, at `width`), or a keras-hub preset's
+    architecture at random weights (`backbones.hub.hub_target`; its own width)."""
+    if target in backbones.BACKBONES:
+        return backbones.get_backbone(
+            target, num_classes=num_classes, width=width, input_shape=(image_size, image_size, 3)
+        )
+    check_target(target)
+    return hub_target(sources.hub.local_preset(target), num_classes, image_size=image_size)
+
+
 def _build_model(config, splits, steps_per_epoch):
     image_size = splits.image_size
-    target = backbones.get_backbone(
-        config.target,
-        num_classes=splits.num_classes,
-        width=config.width,
-        input_shape=(image_size, image_size, 3),
-    )
+    target = target_backbone(config.target, splits.num_classes, config.width, image_size)
     if config.method == "scratch":
         target.compile(
             optimizer=target_optimizer(config, steps_per_epoch),
@@ -241,7 +258,7 @@ def _build_model(config, splits, steps_per_epoch):
             jit_compile=config.jit_compile,
         )
         return target
-    source = sources.load_sources(config.source, image_size)
+    source = sources.load_sources(config.source, image_size, blocks=config.source_blocks)
     if config.method in HAND_CRAFTED_METHODS:
         model = HandCraftedTransfer(
             source,

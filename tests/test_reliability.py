@@ -323,6 +323,7 @@ BAD_INPUTS = {
     "pair without its source": (
         ["--method=fm", "--source={src},{src}", "--pairs=0-0"], "does not say which source: with 2 sources"
     ),
+    "unknown target": (["--target=vgg99"], "Target 'vgg99' is neither one of"),
     "two auto sources": (["--method=fm", "--source=auto,auto", "--source_classes=0"], "names auto twice"),
     "lwf from several sources": (["--method=lwf", "--source={src},{src}"], "stacks several sources"),
     "missing source": (["--method=fm", "--source=/nonexistent/source.keras"], "is neither a file"),

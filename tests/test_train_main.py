@@ -152,6 +152,48 @@ def test_cifar100_transfers_from_the_shipped_tiny_imagenet_resnet32(tmp_path, fa
     assert official.returncode == 2 and "official cifar100 split does not match" in official.stderr
 
 
+def test_two_sources_from_the_command_line_name_each_pairs_source(tmp_path):
+    model_dir = str(tmp_path / "two_sources")
+    run = _run(
+        "train.main", f"--model_dir={model_dir}", "--source=tinyimagenet_resnet32,random:resnet32:0.25",
+        "--method=l2t_ww", "--pairs=0:14-4,0:9-3,1:14-4", "--width=0.25", "--epochs=2", "--steps_per_epoch=2",
+        "--verbose=2",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = _results(model_dir)
+    assert results["source"] == "tinyimagenet_resnet32,random:resnet32:0.25"
+    transfer = results["transfer"]
+    assert transfer["pair_sources"] == ["tinyimagenet_resnet32", "tinyimagenet_resnet32", "resnet32"]
+    assert set(transfer["lambda_per_source"]) == {"tinyimagenet_resnet32", "resnet32"}
+    assert "mean λ per source: tinyimagenet_resnet32 " in run.stdout
+    with open(os.path.join(model_dir, "history.csv"), encoding="utf-8") as f:
+        header = f.readline()
+    assert "lambda_tinyimagenet_resnet32_14_4" in header and "lambda_mean_of_resnet32" in header
+
+
+def test_dinov2_preset_into_a_keras_hub_mobilenet_from_the_command_line(tmp_path):
+    """The README's "Transfer from DINOv2" flow offline: a local DINOv2 preset (tiny, random) as the source, a
+    keras-hub MobileNet preset's architecture (random weights) as the target."""
+    pytest.importorskip("keras_hub")
+    from tests import hub_families  # pylint: disable=import-outside-toplevel
+
+    dinov2, mobilenet = str(tmp_path / "dinov2"), str(tmp_path / "mobilenet")
+    hub_families.dinov2().save_to_preset(dinov2)
+    hub_families.mobilenet().save_to_preset(mobilenet)
+    model_dir = str(tmp_path / "dinov2_to_mobilenet")
+    run = _run(
+        "train.main", f"--model_dir={model_dir}", f"--source={dinov2}", f"--target={mobilenet}", "--method=l2t_ww",
+        "--source_blocks=2,5", "--epochs=1", "--steps_per_epoch=2",
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    results = _results(model_dir)
+    assert results["target"] == mobilenet and len(results["transfer"]["pairs"]) == 2 * 5
+    assert os.path.exists(os.path.join(model_dir, "target_inference.keras"))
+    lwf = _run("train.main", f"--model_dir={tmp_path / 'lwf'}", f"--source={dinov2}", "--method=lwf", "--epochs=1",
+               "--steps_per_epoch=1", timeout=300)
+    assert lwf.returncode == 2 and "has none; use fm, at, l2t_w or l2t_ww" in lwf.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -15,7 +15,7 @@ from keras_l2t import backbones
 from keras_l2t.data.datasets import AUGMENTATIONS, SPLITS
 from keras_l2t.distribute import STRATEGIES
 from keras_l2t.errors import InputError
-from keras_l2t.experiment import METHODS, TRANSFER_METHODS, ExperimentConfig
+from keras_l2t.experiment import METHODS, TRANSFER_METHODS, ExperimentConfig, check_target
 from keras_l2t.precision import MIXED_PRECISION_POLICIES
 from keras_l2t.sources import NAMED_SOURCES, source_entries
 from train import presets
@@ -35,8 +35,8 @@ HELP_GROUPS = (
         "skip_unreadable_images",
     )),
     ("Networks", (
-        "target", "width", "arch", "source", "source_arch", "source_width", "source_classes", "source_epochs",
-        "source_batch_size",
+        "target", "width", "arch", "source", "source_blocks", "source_arch", "source_width", "source_classes",
+        "source_epochs", "source_batch_size",
     )),
     ("Optimisation", (
         "epochs", "batch_size", "lr", "momentum", "weight_decay", "seed", "repeats", "steps_per_epoch",
@@ -194,13 +194,26 @@ def define_flags(fv):
         f"One or more of {list(METHODS)}, comma-separated; several print a comparison table.",
         flag_values=fv,
     )
-    flags.DEFINE_enum("target", None, sorted(backbones.BACKBONES), "Target network.", flag_values=fv)
+    flags.DEFINE_string(
+        "target", None,
+        f"Target network: {'/'.join(sorted(backbones.BACKBONES))}, or a keras-hub vision backbone or classifier "
+        "preset (a preset name, hf:// or kaggle:// handle, or a preset directory), built at random weights from its "
+        "config (--width does not apply to it).",
+        flag_values=fv,
+    )
     flags.DEFINE_float("width", None, "Channel-width multiplier of the target.", flag_values=fv)
     flags.DEFINE_string(
         "source", None,
-        f"Source network: {'/'.join(NAMED_SOURCES)}, a keras-hub image classifier (hf://ORG/NAME, kaggle://..., "
-        "a preset name or a preset directory), PATH to a .keras Backbone, or auto (pretrain --source_arch on "
-        "--source_classes of the same dataset first).",
+        f"Source network: {'/'.join(NAMED_SOURCES)}, a keras-hub vision backbone or image classifier (hf://ORG/NAME, "
+        "kaggle://..., a preset name or a preset directory), random:ARCH[:WIDTH] (random weights, a control), PATH "
+        "to a .keras Backbone, or auto (pretrain --source_arch on --source_classes of the same dataset first). "
+        "Several, joined by commas (A,B), transfer from all of them at once; pairs then read k:m-n.",
+        flag_values=fv,
+    )
+    flags.DEFINE_list(
+        "source_blocks", None,
+        "Blocks of a vision transformer source to tap, 1-based (default: 4 evenly spaced, the last included); "
+        "other sources ignore it.",
         flag_values=fv,
     )
     flags.DEFINE_enum(
@@ -407,6 +420,7 @@ def plan_from_flags(flag_values):
         target=pick("target"),
         width=pick("width"),
         source=pick("source"),
+        source_blocks=_int_list(flag_values.source_blocks),
         pairs=flag_values.pairs,
         beta=flag_values.beta,
         inner_steps=look_ahead["inner_steps"],
@@ -423,6 +437,7 @@ def plan_from_flags(flag_values):
         lwf_weight=flag_values.lwf_weight,
         lwf_temperature=flag_values.lwf_temperature,
     )
+    check_target(base.target)
     source_config = None
     if any(m in TRANSFER_METHODS for m in methods):
         if base.source is None:

@@ -86,7 +86,7 @@ def _hugging_face_snapshot(spec):
     return huggingface_hub.snapshot_download(repo_id, allow_patterns=list(PRESET_FILE_PATTERNS))
 
 
-def _local_preset(spec):
+def local_preset(spec):
     """A preset keras-hub can load without the network, or an InputError saying what to provide."""
     spec = HUB_ALIASES.get(spec, spec)
     if os.path.isdir(spec):
@@ -96,8 +96,9 @@ def _local_preset(spec):
     if not reachable_endpoints([KAGGLE_HOST]):
         raise InputError(
             f"keras-hub preset {spec!r} is downloaded from Kaggle, and {KAGGLE_HOST[0]} is unreachable. On a "
-            f"machine with internet access save it with `keras_hub.models.ImageClassifier.from_preset({spec!r})"
-            ".save_to_preset(DIR)`, copy DIR here and pass --source=DIR."
+            f"machine with internet access save it with `keras_hub.models.Backbone.from_preset({spec!r})"
+            f".save_to_preset(DIR)` (ImageClassifier for a classifier preset) and `keras_hub.layers.ImageConverter"
+            f".from_preset({spec!r}).save_to_preset(DIR)`, copy DIR here and pass DIR instead of {spec!r}."
         )
     return spec
 
@@ -175,7 +176,7 @@ def hub_source(spec, image_size=224, name=None, blocks=None):
     backbone alone (DINOv2, CLIP, ...) a source without (`has_classifier=False`).
     """
     keras_hub = import_keras_hub()
-    preset = _local_preset(spec)
+    preset = local_preset(spec)
     name = name or os.path.basename(HUB_ALIASES.get(spec, spec).rstrip("/")).replace(".", "_").replace("-", "_")
     try:
         classifier = keras_hub.models.ImageClassifier.from_preset(preset)
@@ -242,8 +243,7 @@ def _classifier_head(classifier, spec):
     calls = [node for node in backbone._inbound_nodes if node.operation is backbone]  # pylint: disable=protected-access
     if len(calls) != 1:
         raise InputError(f"{spec!r}: cannot find where its classifier calls its backbone; use the backbone alone.")
-    features = calls[0].output_tensors
-    features = features[0] if len(features) == 1 else dict(zip(backbone.output, features))
+    features = keras.tree.pack_sequence_as(backbone.output, calls[0].output_tensors)  # a tensor, or HGNetV2's dict
     dense = getattr(classifier, "output_dense", None)
     logits = classifier.outputs[0]
     if dense is not None and getattr(dense.activation, "__name__", "linear") != "linear":
