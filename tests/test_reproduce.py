@@ -62,6 +62,21 @@ def test_method_specs_labels_and_directories():
         parse("l2t_ww@meta_lr")
 
 
+def test_a_row_with_its_own_sources_gets_them_with_the_pretrained_auto_source():
+    methods, with_pairs = ("scratch", "fm", "l2t_ww"), ("fm", "l2t_ww")
+    specs = [reproduce.parse_method_spec(text, methods, with_pairs) for text in (
+        "scratch", "l2t_ww:all", "l2t_ww:all@source=auto+random:resnet32:0.5", "fm:all@source=tinyimagenet_resnet32")]
+    row = specs[2]
+    assert row.source == "auto,random:resnet32:0.5" and row.spec == "l2t_ww:all@source=auto+random:resnet32:0.5"
+    assert (row.label, row.dirname) == (
+        "L2T-ww (all-to-all, source=auto,random:resnet32:0.5)", "l2t_ww-all-sourceauto+random_resnet32_0.5")
+    jobs = reproduce.study_jobs(specs, [0], "out", ["--epochs=3"], source_spec="src.keras",
+                                transfer_methods=("fm", "l2t_ww"), auto_source_path="src.keras")
+    sources = [[a for a in job.args if a.startswith("--source")] for job in jobs]
+    assert sources == [[], ["--source=src.keras"], ["--source=src.keras,random:resnet32:0.5"],
+                       ["--source=tinyimagenet_resnet32"]]
+
+
 def test_aggregation_mean_std_table_csv_and_chart(tmp_path):
     runs = str(tmp_path / "runs")
     for seed, accuracy in enumerate([0.5, 0.6, 0.7]):
@@ -100,6 +115,29 @@ def test_aggregation_mean_std_table_csv_and_chart(tmp_path):
     assert "Unfinished runs" in markdown and "Scratch, seed 1" in markdown
     assert (tmp_path / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "cost.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_studies_combine_into_one_table_with_the_mean_lambda_of_each_source(tmp_path):
+    one, two = str(tmp_path / "a"), str(tmp_path / "a_c")
+    _fake_run(os.path.join(one, "runs"), "scratch", "Scratch", 0, 0.5)
+    _fake_run(os.path.join(one, "runs"), "l2t_ww:all", "L2T-ww (all-to-all)", 0, 0.7)
+    _fake_run(os.path.join(two, "runs"), "scratch", "Scratch", 0, 0.5)
+    for seed, (useful, useless) in enumerate([(1.0, 0.5), (1.5, 0.25)]):
+        transfer = {"lambda": [useful, useless], "lambda_per_source": {"trained": useful, "random": useless}}
+        _fake_run(os.path.join(two, "runs"), "l2t_ww:all", "L2T-ww (all-to-all)", seed, 0.8, transfer=transfer)
+    finished, _ = aggregate.find_study_runs([("(a)", one), ("(a+c)", two)])
+    rows = aggregate.write_results(finished, [], str(tmp_path), title="combined")
+    assert [r["label"] for r in rows] == [
+        "L2T-ww (all-to-all), (a)", "Scratch", "L2T-ww (all-to-all), (a+c)", "Scratch, (a+c)"]
+    per_source = rows[2]["lambda_per_source"]
+    assert per_source["trained"] == pytest.approx((1.25, 0.3535533905932738))
+    assert per_source["random"][0] == pytest.approx(0.375) and rows[0]["lambda_per_source"] is None
+    table = (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert "| mean λ per source (± std over seeds) |" in table and "trained 1.250 ± 0.354; random 0.375" in table
+    with open(tmp_path / "results.csv", encoding="utf-8") as f:
+        csv_rows = {(r["spec"], r["seed"]): r for r in csv.DictReader(f)}
+    assert json.loads(csv_rows[("l2t_ww:all, (a+c)", "1")]["lambda_per_source"]) == {"trained": 1.5, "random": 0.25}
+    assert csv_rows[("scratch", "0")]["lambda_per_source"] == ""
 
 
 def test_cost_chart_places_each_method_at_its_median_wall_time(tmp_path, monkeypatch):

@@ -163,12 +163,12 @@ def test_two_sources_from_the_command_line_name_each_pairs_source(tmp_path):
     results = _results(model_dir)
     assert results["source"] == "tinyimagenet_resnet32,random:resnet32:0.25"
     transfer = results["transfer"]
-    assert transfer["pair_sources"] == ["tinyimagenet_resnet32", "tinyimagenet_resnet32", "resnet32"]
-    assert set(transfer["lambda_per_source"]) == {"tinyimagenet_resnet32", "resnet32"}
+    assert transfer["pair_sources"] == ["tinyimagenet_resnet32", "tinyimagenet_resnet32", "random_resnet32"]
+    assert set(transfer["lambda_per_source"]) == {"tinyimagenet_resnet32", "random_resnet32"}
     assert "mean λ per source: tinyimagenet_resnet32 " in run.stdout
     with open(os.path.join(model_dir, "history.csv"), encoding="utf-8") as f:
         header = f.readline()
-    assert "lambda_tinyimagenet_resnet32_14_4" in header and "lambda_mean_of_resnet32" in header
+    assert "lambda_tinyimagenet_resnet32_14_4" in header and "lambda_mean_of_random_resnet32" in header
 
 
 def test_dinov2_preset_into_a_keras_hub_mobilenet_from_the_command_line(tmp_path):

@@ -20,7 +20,7 @@ METRIC = "test_accuracy_at_best_val"
 CSV_COLUMNS = (
     "label", "spec", "seed", "method", "pairs", METRIC, "best_val_accuracy", "best_epoch",
     "final_test_accuracy", "epochs_completed", "num_train", "meta_lr", "w_entropy", "lambda_min", "lambda_max",
-    "lambda_change_max", "wall_seconds", "run_dir",
+    "lambda_change_max", "wall_seconds", "run_dir", "lambda_per_source",
 )
 
 
@@ -118,8 +118,18 @@ def summarize(runs, order=()):
             "w_entropy_mean": entropy,
             "lambda_range": lambda_range,
             "lambda_change_max": change,
+            "lambda_per_source": lambda_per_source(group),
         })
     return rows
+
+
+def lambda_per_source(runs):
+    """Over runs of one multi-source method: {source: (mean, std) over seeds of its pairs' mean λ at the end}, or None."""
+    per_run = [(r.get("transfer") or {}).get("lambda_per_source") for r in runs]
+    per_run = [p for p in per_run if p]
+    if not per_run:
+        return None
+    return {name: mean_std(p[name] for p in per_run if name in p) for name in per_run[0]}
 
 
 def write_csv(runs, path):
@@ -129,24 +139,33 @@ def write_csv(runs, path):
         writer.writeheader()
         for run in runs:
             row = {**run, **meta_network_figures(run)}
+            per_source = (run.get("transfer") or {}).get("lambda_per_source")
+            row["lambda_per_source"] = json.dumps(per_source) if per_source else None
             writer.writerow({column: row.get(column) for column in CSV_COLUMNS})
 
 
 def markdown_table(rows):
-    """The per-method table (accuracies in %)."""
+    """The per-method table (accuracies in %); a column of mean λ per source where a row has several sources."""
+    several = any(row.get("lambda_per_source") for row in rows)
     lines = [
         "| method | test acc. at best val (%) | seeds | best val acc. (%) | w entropy | λ range | max Δλ "
-        "| wall time (s, median) |",
-        "|---|---|---|---|---|---|---|---|",
+        + ("| mean λ per source (± std over seeds) " if several else "") + "| wall time (s, median) |",
+        "|---|---|---|---|---|---|---|---|" + ("---|" if several else ""),
     ]
     for row in rows:
         spread = f" ± {100 * row['std']:.2f}" if row["n"] > 1 else ""
         entropy = "—" if row.get("w_entropy_mean") is None else f"{row['w_entropy_mean']:.4f}"
         lambdas = "—" if row.get("lambda_range") is None else "{:.2f}–{:.2f}".format(*row["lambda_range"])
         change = "—" if row.get("lambda_change_max") is None else f"{row['lambda_change_max']:.3f}"
+        per_source = ""
+        if several:
+            per_source = "; ".join(f"{name} {mean:.3f} ± {std:.3f}"
+                                   for name, (mean, std) in (row.get("lambda_per_source") or {}).items()) or "—"
+            per_source += " | "
         lines.append(
             f"| {row['label']} | {100 * row['mean']:.2f}{spread} | {row['n']} | "
-            f"{100 * row['best_val_mean']:.2f} | {entropy} | {lambdas} | {change} | {row['wall_seconds_median']:.0f} |"
+            f"{100 * row['best_val_mean']:.2f} | {entropy} | {lambdas} | {change} | {per_source}"
+            f"{row['wall_seconds_median']:.0f} |"
         )
     return "\n".join(lines)
 
@@ -226,18 +245,27 @@ def plot_cost(rows, path, title):
     plt.close(fig)
 
 
-def aggregate(output_dir, *, results_dir=None, runs_subdir="runs", order=(), title="Results", settings=()):
-    """Writes results.csv, results.md, results.png and cost.png; returns the summary rows.
+def find_study_runs(studies, runs_subdir="runs"):
+    """(finished, unfinished) over several studies: `studies` is [(name, output_dir)], and each run's spec and
+    label get ", <name>" (e.g. which sources), so that the same method from two studies makes two rows (scratch
+    runs, which use no source, only from the second study on)."""
+    finished, unfinished, sourceless = [], [], None
+    for name, output_dir in studies:
+        done, pending = find_runs(os.path.join(output_dir, runs_subdir))
+        for run in done + pending:
+            # Scratch uses no source: its row keeps its label, from the first study that has one.
+            shared = run["spec"] == "scratch" and sourceless in (None, output_dir)
+            sourceless = output_dir if shared else sourceless
+            suffix = f", {name}" if name and not shared else ""
+            run.update(spec=run["spec"] + suffix, label=run["label"] + suffix,
+                       run_dir=os.path.join(output_dir, runs_subdir, run["run_dir"]))
+        finished += done
+        unfinished += pending
+    return finished, unfinished
 
-    Args:
-        output_dir: The study directory; runs are found under `output_dir/runs_subdir`.
-        results_dir: Where the three files go (default: `output_dir`).
-        order: Method specs in table order (others follow).
-        title: Heading of results.md and the chart.
-        settings: Lines listed under "Settings" in results.md.
-    """
-    results_dir = results_dir or output_dir
-    finished, unfinished = find_runs(os.path.join(output_dir, runs_subdir))
+
+def write_results(finished, unfinished, results_dir, *, order=(), title="Results", settings=()):
+    """Writes results.csv, results.md, results.png and cost.png of these runs; returns the summary rows."""
     rows = summarize(finished, order)
     write_csv(finished, os.path.join(results_dir, "results.csv"))
     write_markdown(rows, os.path.join(results_dir, "results.md"), title, settings, unfinished)
@@ -248,3 +276,49 @@ def aggregate(output_dir, *, results_dir=None, runs_subdir="runs", order=(), tit
         elif os.path.exists(chart):
             os.remove(chart)  # no stale chart next to an empty table
     return rows
+
+
+def aggregate(output_dir, *, results_dir=None, runs_subdir="runs", order=(), title="Results", settings=()):
+    """Writes results.csv, results.md, results.png and cost.png; returns the summary rows.
+
+    Args:
+        output_dir: The study directory; runs are found under `output_dir/runs_subdir`.
+        results_dir: Where the three files go (default: `output_dir`).
+        order: Method specs in table order (others follow).
+        title: Heading of results.md and the chart.
+        settings: Lines listed under "Settings" in results.md.
+    """
+    finished, unfinished = find_runs(os.path.join(output_dir, runs_subdir))
+    return write_results(finished, unfinished, results_dir or output_dir, order=order, title=title,
+                         settings=settings)
+
+
+def main(argv):
+    """`python -m train.aggregate --study=NAME=DIR ... --results_dir=DIR`: one table from several studies."""
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    del argv
+    values = flags.FLAGS
+    studies = []
+    for item in values.study:
+        name, equals, directory = item.rpartition("=")
+        if not equals or not os.path.isdir(directory):
+            raise SystemExit(f"error: --study={item}: expected NAME=DIR (or =DIR) with an existing study directory.")
+        studies.append((name, directory))
+    os.makedirs(values.results_dir, exist_ok=True)
+    finished, unfinished = find_study_runs(studies)
+    rows = write_results(finished, unfinished, values.results_dir, title=values.title,
+                         settings=values.setting or ())  # rows: study by study, as given
+    print(markdown_table(rows))
+    print(f"\nWrote results.csv, results.md, results.png and cost.png to {values.results_dir}.")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_multi_string("study", None, "NAME=DIR: a train.reproduce output directory; its rows get ', NAME'. "
+                              "Repeat for each study; rows follow this order (each study's own rows by method).", required=True)
+    flags.DEFINE_string("results_dir", None, "Where results.csv, results.md and the charts go.", required=True)
+    flags.DEFINE_string("title", "Results", "Heading of results.md and the charts.")
+    flags.DEFINE_multi_string("setting", None, "A line under 'Settings' in results.md (repeatable).")
+    app.run(main)

@@ -17,7 +17,7 @@ from keras_l2t.distribute import STRATEGIES
 from keras_l2t.errors import InputError
 from keras_l2t.experiment import METHODS, TRANSFER_METHODS, ExperimentConfig, check_target
 from keras_l2t.precision import MIXED_PRECISION_POLICIES
-from keras_l2t.sources import NAMED_SOURCES, source_entries
+from keras_l2t.sources import AUTO_SOURCE, NAMED_SOURCES, source_entries, with_auto_source
 from train import presets
 from train import run_dirs
 
@@ -387,14 +387,6 @@ def _preset(flag_values):
         flag_values.dataset, flag_values.augmentation, inspect_folder=flag_values.image_size is None,
         skip_unreadable=flag_values.skip_unreadable_images,
     )
-
-
-AUTO_SOURCE = "auto"
-
-
-def with_auto_source(spec, path):
-    """`--source` with its `auto` entry replaced by the pretrained source's `path`."""
-    return ",".join(path if entry == AUTO_SOURCE else entry for entry in source_entries(spec))
 
 
 def plan_from_flags(flag_values):

@@ -30,6 +30,7 @@ fm:one_to_one, l2t_w:single, l2t_w:one_to_one, l2t_ww:all.
 import dataclasses
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -62,9 +63,16 @@ RUN_VERBOSE_DEFAULT = "--verbose=2"
 STUDY_FLAGS = ("config", "methods", "seeds", "output_dir", "source_dir", "results_dir", "dry_run", "aggregate_only")
 # train.main's flags, as train.reproduce defines them (set by `define_flags`).
 TRAIN_MAIN_FLAGS = frozenset()
+# train.main flags whose values are lists: in a method spec, "+" separates their items.
+LIST_FLAGS = ("source", "source_blocks")
 # train.main flags of an auto source, which the runner pretrains itself and passes to runs as --source=PATH.
 AUTO_SOURCE_FLAGS = ("source", "source_arch", "source_width", "source_classes", "source_epochs", "source_batch_size")
 MODEL_SUBDIR = "model"
+
+
+def _path_safe(value):
+    """A flag value as part of one directory name ("auto,random:resnet32" -> "auto+random_resnet32")."""
+    return re.sub(r"[^\w.=+-]", "_", value.replace(",", "+"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,7 +86,7 @@ class MethodSpec:
     @property
     def spec(self):
         text = self.method if self.pairs is None else f"{self.method}:{self.pairs.replace(',', '+')}"
-        return text + "".join(f"@{name}={value}" for name, value in self.settings)
+        return text + "".join(f"@{name}={value.replace(',', '+')}" for name, value in self.settings)
 
     @property
     def label(self):
@@ -90,7 +98,13 @@ class MethodSpec:
     @property
     def dirname(self):
         text = self.method if self.pairs is None else f"{self.method}-{self.pairs.replace(',', '_')}"
-        return text + "".join(f"-{name}{value}" for name, value in self.settings)
+        # A value may be a path or a list of sources ("auto,random:resnet32"): one directory name.
+        return text + "".join(f"-{name}{_path_safe(value)}" for name, value in self.settings)
+
+    @property
+    def source(self):
+        """The row's own `--source` (`@source=A+B`), or None for the study's."""
+        return dict(self.settings).get("source")
 
     def train_args(self):
         args = [f"--method={self.method}"] + ([] if self.pairs is None else [f"--pairs={self.pairs}"])
@@ -101,7 +115,9 @@ def parse_method_spec(text, methods, methods_with_pairs, flag_names=None):
     """`method[:pairs][@flag=value...]` -> MethodSpec, checked against the known methods (and flags).
 
     Args:
-        text: e.g. "scratch", "fm:single", "fm:14-4+9-3", "l2t_ww:all@meta_lr=1e-2@beta=1".
+        text: e.g. "scratch", "fm:single", "fm:14-4+9-3", "l2t_ww:all@meta_lr=1e-2@beta=1",
+            "l2t_ww:all@source=auto+random:resnet32" (in pairs and in list flags such as
+            `source`, "+" stands for the comma that separates the methods).
         methods: Valid method names.
         methods_with_pairs: Those that take pairs.
         flag_names: train.main flags a spec may set (None: any).
@@ -122,6 +138,7 @@ def parse_method_spec(text, methods, methods_with_pairs, flag_names=None):
         settings.append((name, value))
     if pairs and method not in methods_with_pairs:
         raise InputError(f"Method {method!r} takes no pairs (in {text!r}).")
+    settings = [(name, value.replace("+", ",") if name in LIST_FLAGS else value) for name, value in settings]
     return MethodSpec(method, pairs.replace("+", ",") if pairs else None, tuple(settings))
 
 
@@ -210,19 +227,28 @@ def run_jobs(jobs, *, launcher=launch, log=print):
     return failures
 
 
-def study_jobs(specs, seeds, output_dir, train_args, source_spec=None, transfer_methods=()):
+def study_jobs(specs, seeds, output_dir, train_args, source_spec=None, transfer_methods=(), auto_source_path=None):
     """The train.main jobs of specs × seeds (seed-major: all methods of seed 0 first).
 
     `source_spec`: the `--source` of the transferring runs where the runner
-    pretrained an auto source (its path in place of `auto`).
+    pretrained an auto source (its path in place of `auto`). A row with its
+    own source (`@source=...`) keeps it, with `auto_source_path` in place of
+    its `auto` entry.
     """
+    from keras_l2t.sources import with_auto_source  # pylint: disable=import-outside-toplevel
+
     jobs = []
     for seed in seeds:
         for spec in specs:
             run_dir = os.path.join(output_dir, "runs", spec.dirname, f"seed{seed}")
             model_dir = os.path.join(run_dir, MODEL_SUBDIR)
-            args = [*train_args, *spec.train_args(), f"--seed={seed}", "--repeats=1", f"--model_dir={model_dir}"]
-            if source_spec is not None and spec.method in transfer_methods:
+            spec_args = spec.train_args()
+            if spec.source is not None and auto_source_path is not None:
+                own = f"--source={spec.source}"
+                spec_args = [f"--source={with_auto_source(spec.source, auto_source_path)}" if a == own else a
+                             for a in spec_args]
+            args = [*train_args, *spec_args, f"--seed={seed}", "--repeats=1", f"--model_dir={model_dir}"]
+            if source_spec is not None and spec.method in transfer_methods and spec.source is None:
                 args.append(f"--source={source_spec}")
             record = {"spec": spec.spec, "label": spec.label, "seed": seed, "model_dir": MODEL_SUBDIR}
             jobs.append(Job(run_dir, "train.main", tuple(args), record, os.path.join(model_dir, "results.json")))
@@ -310,7 +336,7 @@ def main(argv):
         source_job = Job(source_dir, "train.pretrain_source", tuple(pretrain_source_args(source_config)),
                          source_record, source_path)
         train_args = [a for a in train_args if a.split("=", 1)[0].lstrip("-") not in AUTO_SOURCE_FLAGS]
-    jobs = study_jobs(specs, seeds, output_dir, train_args, source_spec, TRANSFER_METHODS)
+    jobs = study_jobs(specs, seeds, output_dir, train_args, source_spec, TRANSFER_METHODS, source_path)
 
     if FLAGS.print_config:
         resolved = {"output_dir": output_dir, "config": FLAGS.config, "train_main_args": train_args,

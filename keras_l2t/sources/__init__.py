@@ -26,8 +26,8 @@ from keras_l2t.sources.stack import SourceStack, pair_label
 KINDS = (official, applications, random_init, saved, hub)
 NAMED_SOURCES = (*official.NAMES, *hub.HUB_ALIASES, *applications.NAMES)
 
-__all__ = ["KINDS", "NAMED_SOURCES", "SourceStack", "SourceUnavailableError", "load_source", "load_sources",
-           "pair_label", "source_entries"]
+__all__ = ["AUTO_SOURCE", "KINDS", "NAMED_SOURCES", "SourceStack", "SourceUnavailableError", "load_source", "load_sources",
+           "pair_label", "source_entries", "with_auto_source"]
 
 
 def _load_one(spec, image_size, blocks=None):
@@ -63,9 +63,17 @@ def load_source(spec, image_size, blocks=None):
     return source
 
 
+AUTO_SOURCE = "auto"  # train.main's source pretrained first (train.flags)
+
+
 def source_entries(spec):
     """The sources a spec names: "A,B" is two sources (a multi-source run), "A" one."""
     return [entry.strip() for entry in spec.split(",")] if spec else []
+
+
+def with_auto_source(spec, path):
+    """`spec` with its `auto` entry replaced by the pretrained source's `path`."""
+    return ",".join(path if entry == AUTO_SOURCE else entry for entry in source_entries(spec))
 
 
 def load_sources(specs, image_size, blocks=None):

@@ -3,7 +3,7 @@
 `random:resnet32:0.5` is a keras_l2t ResNet-32 at width 0.5 with its initial
 weights (drawn from the run's seed, so each seed of a study has its own) and
 initial BatchNorm statistics: a source with the architecture of a real one and
-nothing learned. It has no trained classifier (`has_classifier=False`), so LwF
+nothing learned, named `random_<arch>` in logs. It has no trained classifier (`has_classifier=False`), so LwF
 refuses it.
 """
 
@@ -26,7 +26,7 @@ def load(spec, image_size):
     except ValueError:
         raise InputError(f"Source {spec!r}: the width after {PREFIX}{arch}: must be a number.") from None
     source = backbones.get_backbone(
-        arch, num_classes=10, width=width, input_shape=(image_size, image_size, 3)
+        arch, num_classes=10, width=width, input_shape=(image_size, image_size, 3), name=f"random_{arch}"
     )
     source.has_classifier = False
     return source
