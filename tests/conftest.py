@@ -36,3 +36,16 @@ def fake_cifar100_data_dir(tmp_path_factory):
     archive_dir = tmp_path_factory.mktemp("cifar100_archive")
     fake_tfds.write_fake_cifar100(archive_dir)
     return fake_tfds.prepare_with_real_builder("cifar100", archive_dir, tmp_path_factory.mktemp("cifar100_data"))
+
+
+@pytest.fixture
+def float64():
+    """Every layer built inside the test computes in float64 (Keras' floatx and global dtype policy)."""
+    import keras  # pylint: disable=import-outside-toplevel
+
+    # Both: layers take the global dtype policy, which caches floatx on first use.
+    keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
+    yield
+    keras.config.set_floatx("float32")
+    keras.config.set_dtype_policy("float32")

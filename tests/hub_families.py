@@ -120,6 +120,12 @@ def siglip():
     )
 
 
+def metaclip2():
+    return _hub().MetaCLIP2VisionEncoder(
+        patch_size=4, hidden_dim=16, num_layers=2, num_heads=2, intermediate_dim=32, image_shape=IMAGE_SHAPE
+    )
+
+
 def swin():
     return _hub().SwinTransformerBackbone(
         image_shape=IMAGE_SHAPE, embed_dim=8, depths=[2, 2], num_heads=[1, 2], window_size=4, patch_size=4,
@@ -130,7 +136,7 @@ def swin():
 FAMILIES = {
     "resnet": resnet, "efficientnet": efficientnet, "mobilenet": mobilenet, "cspnet": cspnet, "hgnetv2": hgnetv2,
     "densenet": densenet, "vgg": vgg, "xception": xception, "vit": vit, "deit": deit, "dinov2": dinov2,
-    "dinov3": dinov3, "clip": clip, "siglip": siglip, "swin": swin,
+    "dinov3": dinov3, "clip": clip, "siglip": siglip, "metaclip2": metaclip2, "swin": swin,
 }
 TAP_SHAPES = {
     "resnet": [(16, 16, 64), (8, 8, 64), (4, 4, 8), (2, 2, 8), (1, 1, 8)],
@@ -147,7 +153,8 @@ TAP_SHAPES = {
     "dinov3": [(8, 8, 16)] * 2,
     "clip": [(8, 8, 16)] * 2,
     "siglip": [(8, 8, 16)] * 2,
+    "metaclip2": [(8, 8, 16)] * 2,
     "swin": [(4, 4, 16), (4, 4, 16)],
 }
 TRANSFER_TAPS = {"resnet": (1, 2, 3, 4)}  # the others: every tap
-TRANSFORMERS = ("vit", "deit", "dinov2", "dinov3", "clip", "siglip")
+TRANSFORMERS = ("vit", "deit", "dinov2", "dinov3", "clip", "siglip", "metaclip2")

@@ -10,17 +10,8 @@ import tensorflow as tf
 import keras_l2t
 from keras_l2t import backbones, pairs
 from keras_l2t.optimizers import SGD, sgd_momentum_step
+from tests.finite_differences import assert_meta_gradient_matches
 from tests.toy_backbones import tiny_backbone
-
-
-@pytest.fixture
-def float64():
-    # Both: layers take the global dtype policy, which caches floatx on first use.
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    yield
-    keras.config.set_floatx("float32")
-    keras.config.set_dtype_policy("float32")
 
 
 def _model(mode="l2t_ww", perturb=True, **kwargs):
@@ -96,20 +87,7 @@ def _adjoint_reference(model, x, y, hessian=True):
 def test_meta_gradient_equals_finite_differences(float64, recompute):
     model = _model(recompute_look_ahead=recompute)
     x, y = _batch()
-    grads = model.meta_gradients(x, y)
-    rng = np.random.default_rng(5)
-    eps = 1e-6
-    for variable, grad in zip(model.meta_variables, grads):
-        direction = rng.normal(size=variable.shape)
-        base = variable.numpy()
-        variable.assign(base + eps * direction)
-        plus = float(model.meta_objective(x, y))
-        variable.assign(base - eps * direction)
-        minus = float(model.meta_objective(x, y))
-        variable.assign(base)
-        numeric = (plus - minus) / (2 * eps)
-        analytic = float(np.sum(grad.numpy() * direction))
-        assert abs(analytic - numeric) <= 1e-4 * abs(numeric), (variable.path, analytic, numeric)
+    assert_meta_gradient_matches(model, x, y, np.random.default_rng(5))
 
 
 @pytest.mark.parametrize("recompute", [False, True])

@@ -42,15 +42,6 @@ def official():
     return arrays
 
 
-@pytest.fixture
-def float64():
-    keras.config.set_floatx("float64")
-    keras.config.set_dtype_policy("float64")
-    yield
-    keras.config.set_floatx("float32")
-    keras.config.set_dtype_policy("float32")
-
-
 class RecordingAdamL2(AdamL2):
     """AdamL2 that keeps the last gradients it was given (the meta-gradient), in variables of its own."""
 

@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 
-from keras_l2t import backbones, checkpointing
+from keras_l2t import checkpointing
 from keras_l2t.experiment import ExperimentConfig, build_model, pretrain_source, run_experiment
 from tests.run_files import history as _history
 from tests.run_files import read_json as _read_json
