@@ -247,6 +247,16 @@ def target_backbone(target, num_classes, width, image_size):
     return hub_target(sources.hub.local_preset(target), num_classes, image_size=image_size)
 
 
+def _calibration_images(splits):
+    """Batches of training images (labels dropped) that set a random source's BatchNorm statistics.
+
+    Training's own stream (`splits.train_epochs`) is stateless, keyed by epoch,
+    so reading it here does not change what training reads.
+    """
+    batches = splits.train_epochs(0, 1, sources.random_init.CALIBRATION_BATCHES)
+    return batches.map(lambda images, _: images)  # a dataset: every random source of a run reads it whole
+
+
 def _build_model(config, splits, steps_per_epoch):
     image_size = splits.image_size
     target = target_backbone(config.target, splits.num_classes, config.width, image_size)
@@ -258,7 +268,9 @@ def _build_model(config, splits, steps_per_epoch):
             jit_compile=config.jit_compile,
         )
         return target
-    source = sources.load_sources(config.source, image_size, blocks=config.source_blocks)
+    source = sources.load_sources(
+        config.source, image_size, blocks=config.source_blocks, calibration_images=_calibration_images(splits)
+    )
     if config.method in HAND_CRAFTED_METHODS:
         model = HandCraftedTransfer(
             source,

@@ -159,3 +159,23 @@ def test_lwf_refuses_several_sources_in_one_line():
         keras_l2t.models.HandCraftedTransfer(sources=list(_sources()), target=tiny_backbone("target", (3, 4), seed=2),
                                              method="lwf")
     assert "\n" not in str(error.value)
+
+
+def test_a_random_source_takes_its_batch_statistics_from_images_not_its_weights():
+    source = keras_l2t.sources.load_source("random:resnet32:0.25", 32)
+    assert source.name == "random_resnet32" and not source.has_classifier and not source.trainable
+    rng = np.random.default_rng(0)
+    batches = [rng.normal(size=(8, 32, 32, 3)).astype("float32") for _ in range(10)]
+    kernels = {w.path: w.numpy().copy() for w in source.weights if "kernel" in w.path}
+
+    def deepest_rms():
+        _, features = source(batches[0], return_features=True)
+        return float(np.sqrt(np.mean(np.square(features[source.transfer_taps[-1]]))))
+
+    before = deepest_rms()
+    keras_l2t.sources.random_init.calibrate_statistics(source, batches)
+    assert deepest_rms() < before / 3  # at initial statistics the deep features blow up
+    assert not source.trainable
+    for w in source.weights:
+        if w.path in kernels:
+            np.testing.assert_array_equal(w.numpy(), kernels[w.path])

@@ -30,7 +30,7 @@ __all__ = ["AUTO_SOURCE", "KINDS", "NAMED_SOURCES", "SourceStack", "SourceUnavai
            "pair_label", "source_entries", "with_auto_source"]
 
 
-def _load_one(spec, image_size, blocks=None):
+def _load_one(spec, image_size, blocks=None, calibration_images=None):
     kind = next((kind for kind in KINDS if kind.handles(spec)), None)
     if kind is None:
         raise SourceUnavailableError(
@@ -40,14 +40,19 @@ def _load_one(spec, image_size, blocks=None):
         )
     if kind is hub:
         return hub.load(spec, image_size, blocks=blocks)
-    return kind.load(spec, image_size)
+    source = kind.load(spec, image_size)
+    if kind is random_init and calibration_images is not None:
+        random_init.calibrate_statistics(source, calibration_images)
+    return source
 
 
-def load_source(spec, image_size, blocks=None):
+def load_source(spec, image_size, blocks=None, calibration_images=None):
     """The frozen source `Backbone` for `spec`, seeing `image_size`×`image_size` images.
 
     `blocks`: which blocks of a vision transformer source to tap (1-based;
-    default 4 evenly spaced); other sources ignore it.
+    default 4 evenly spaced); other sources ignore it. `calibration_images`:
+    batches of images that set a random source's BatchNorm statistics
+    (`random_init.calibrate_statistics`); other sources ignore them.
 
     A source built for another fixed size (a saved network, a transformer at
     its preset's resolution) comes as a one-member `SourceStack` that resizes
@@ -56,7 +61,7 @@ def load_source(spec, image_size, blocks=None):
     Raises:
         SourceUnavailableError: with what to do, when it cannot be loaded.
     """
-    source = _load_one(spec, image_size, blocks)
+    source = _load_one(spec, image_size, blocks, calibration_images)
     if source.image_shape[:2] not in ((image_size, image_size), (None, None)):
         source = SourceStack.of([source], image_size, name=source.name)
     source.trainable = False
@@ -76,15 +81,15 @@ def with_auto_source(spec, path):
     return ",".join(path if entry == AUTO_SOURCE else entry for entry in source_entries(spec))
 
 
-def load_sources(specs, image_size, blocks=None):
+def load_sources(specs, image_size, blocks=None, calibration_images=None):
     """One frozen source for one spec (`load_source`), a `SourceStack` of them for several.
 
     `specs`: a list of specs, or one string that `source_entries` splits
-    ("A,B"); `blocks` applies to every vision transformer among them.
+    ("A,B"); `blocks` and `calibration_images` are as for `load_source`.
     """
     specs = source_entries(specs) if isinstance(specs, str) else list(specs)
     if len(specs) == 1:
-        return load_source(specs[0], image_size, blocks)
-    stack = SourceStack.of([_load_one(spec, image_size, blocks) for spec in specs], image_size)
+        return load_source(specs[0], image_size, blocks, calibration_images)
+    stack = SourceStack.of([_load_one(spec, image_size, blocks, calibration_images) for spec in specs], image_size)
     stack.trainable = False
     return stack
