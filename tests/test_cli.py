@@ -28,7 +28,8 @@ from train.errors import run_reporting_errors
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ExperimentConfig fields added after run directories existed (the hash of a config at their defaults is the
 # hash of one without them).
-LATER_FIELDS = ("full_precision_look_ahead", "meta_warmup_epochs", "pair_weight_init", "second_statistics_update")
+LATER_FIELDS = ("full_precision_look_ahead", "meta_warmup_epochs", "pair_weight_init", "second_statistics_update",
+                "source_blocks")
 TINY = ["--method=scratch", "--epochs=1", "--steps_per_epoch=1", "--width=0.125", "--verbose=0"]
 
 

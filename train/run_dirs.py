@@ -22,7 +22,7 @@ IGNORED_FIELDS = frozenset(checkpointing.RunDirectory("").ignored_flags) | {"mod
 # Fields added after runs existed, left out of the hash at their dataclass default: the runs they did not change
 # keep their directories (an older flags.json lacking them reads as that default, `experiment.run`).
 ADDED_FIELDS = frozenset(
-    {"full_precision_look_ahead", "meta_warmup_epochs", "pair_weight_init", "second_statistics_update"}
+    {"full_precision_look_ahead", "meta_warmup_epochs", "pair_weight_init", "second_statistics_update", "source_blocks"}
 )
 
 
