@@ -268,8 +268,10 @@ def _build_model(config, splits, steps_per_epoch):
             jit_compile=config.jit_compile,
         )
         return target
+    random_source = any(sources.random_init.handles(spec) for spec in sources.source_entries(config.source))
     source = sources.load_sources(
-        config.source, image_size, blocks=config.source_blocks, calibration_images=_calibration_images(splits)
+        config.source, image_size, blocks=config.source_blocks,
+        calibration_images=_calibration_images(splits) if random_source else None,
     )
     if config.method in HAND_CRAFTED_METHODS:
         model = HandCraftedTransfer(
