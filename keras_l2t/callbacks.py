@@ -395,9 +395,11 @@ class TransferMonitor(keras.callbacks.Callback):
         self.images_per_run = images_per_run
         self._writer = None
         self._statistics = FixedBatchStatistics()
+        self._tap_names = None
 
     def on_train_begin(self, logs=None):
         self._statistics.reset()
+        self._tap_names = (tap_layer_names(self.model.source), tap_layer_names(self.model.target))
 
     def _draws_image(self, step):
         epochs = int((self.params or {}).get("epochs") or 0)
@@ -412,8 +414,7 @@ class TransferMonitor(keras.callbacks.Callback):
         step = epoch + 1
         if not self._draws_image(step):
             return
-        source_names = tap_layer_names(self.model.source)
-        target_names = tap_layer_names(self.model.target)
+        source_names, target_names = self._tap_names  # fixed for the run
         weights = self.model.transfer_weights(statistics=self._statistics.get(self.model, self._fixed_images()))
         pairs = weights["pairs"]
         first = self._writer is None

@@ -87,8 +87,9 @@ def _image_size(backbone):
     return int(shape[1]), int(shape[2])
 
 
-def _transformer_taps(backbone, blocks, spec):
-    outputs, prefix, patch = _transformer_blocks(backbone)
+def _transformer_taps(backbone, found, blocks, spec):
+    """Taps of the chosen blocks; `found` is `_transformer_blocks(backbone)` (computed once: ViT's recompute)."""
+    outputs, prefix, patch = found
     blocks = default_blocks(len(outputs)) if blocks is None else tuple(int(b) for b in blocks)
     bad = [b for b in blocks if not 1 <= b <= len(outputs)]
     if bad or not blocks:
@@ -159,8 +160,9 @@ def hub_taps(backbone, blocks=None, spec=None):
     hub = import_keras_hub().models
     spec = spec or type(backbone).__name__
     backbone = vision_tower(backbone)
-    if _transformer_blocks(backbone) is not None:
-        return _transformer_taps(backbone, blocks, spec)
+    found = _transformer_blocks(backbone)
+    if found is not None:
+        return _transformer_taps(backbone, found, blocks, spec)
     if isinstance(backbone, hub.SwinTransformerBackbone):
         return _swin_taps(backbone)
     pyramid = getattr(backbone, "pyramid_outputs", None) or {}
